@@ -7,17 +7,57 @@ the cache length back to the new committed length (rollback is setting lengths).
 
 Shapes: B batch, P padded prompt length, N max new tokens, M tokens a round may emit at most,
 V vocabulary, S cache slots, G positions tracked by the per-position acceptance counters.
+
+Every decoder has the signature
+
+    decode(settings, target_params, draft_params, prompt[B,P], prompt_lens[B], max_new[B], key)
+      -> DecodeResult
+
+with `settings` a static, hashable `DecodeSettings` (`draft_params` is None for target-only decoders).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 from jaxtyping import Array, Bool, Float, Int
 
+from specjax.decode import sampling
+from specjax.decode.sampling import SamplingConfig
 from specjax.models.kv_cache import KVCache
 from specjax.models.llama import Llama, LlamaConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeSettings:
+  """Everything a decoder is compiled for except array shapes.
+
+  Attributes:
+    target: the target model's config.
+    max_new_tokens: N, the most tokens any row may generate (rows may ask for fewer via `max_new`).
+    cache_size: S, KV cache slots per row (prompt + N + the decoder's look-ahead must fit).
+    sampling: temperature / top-k / top-p.
+    eos_ids: tokens that end a row (the EOS token is kept in the output).
+    vocab_size: logits are cut to this many entries (the shared tokenizer's size), None = all.
+    draft: the draft model's config (speculative decoding only).
+    gamma: G, draft tokens per speculative round.
+    window: W, Jacobi draft slots.
+    tree: the TR-Jacobi token tree (`specjax.decode.tree.TokenTree`).
+  """
+
+  target: LlamaConfig
+  max_new_tokens: int
+  cache_size: int
+  sampling: SamplingConfig = SamplingConfig()
+  eos_ids: tuple[int, ...] = ()
+  vocab_size: int | None = None
+  draft: LlamaConfig | None = None
+  gamma: int = 4
+  window: int = 5
+  tree: object | None = None
 
 
 def forward(
@@ -100,6 +140,16 @@ def commit(
   hit_eos = active & (first_eos < take)
   done = out.done | hit_eos | (n >= max_new)
   return Output(tokens=tokens, n=n, done=done), take
+
+
+def start(s: DecodeSettings, params, prompt, prompt_lens, max_new, key, slack: int):
+  """Prefill the target and emit each row's first token: (cache, cur, output buffer with M = slack)."""
+  logits, cache = prefill(s.target, params, prompt, prompt_lens, s.cache_size, s.vocab_size)
+  cur = sampling.sample(key, logits, s.sampling)
+  B = prompt.shape[0]
+  out = Output.init(B, s.max_new_tokens, slack, max_new)
+  out, _ = commit(out, cur[:, None], jnp.ones((B,), jnp.int32), max_new, s.eos_ids)
+  return cache, cur, out
 
 
 @struct.dataclass

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from specjax.decode import autoregressive, jacobi, speculative
-from specjax.decode.autoregressive import DecodeSettings
+from specjax.decode.common import DecodeSettings
 from specjax.decode.sampling import SamplingConfig
 from specjax.decode.tree import TokenTree
 from specjax.errors import SpecjaxError

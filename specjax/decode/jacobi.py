@@ -25,8 +25,15 @@ from flax import struct
 from jaxtyping import Array, Bool, Int
 
 from specjax.decode import sampling
-from specjax.decode.autoregressive import DecodeSettings
-from specjax.decode.common import Counters, DecodeResult, Output, commit, forward, prefill, random_context_tokens
+from specjax.decode.common import (
+  Counters,
+  DecodeResult,
+  DecodeSettings,
+  commit,
+  forward,
+  random_context_tokens,
+  start,
+)
 from specjax.errors import SpecjaxError
 from specjax.models.kv_cache import KVCache
 
@@ -50,12 +57,8 @@ def _start(s: DecodeSettings, params, prompt, prompt_lens, max_new, key, slack: 
   if not s.sampling.greedy:
     raise SpecjaxError("Jacobi and TR-Jacobi decoding are greedy only; use --temperature 0")
   B, P = prompt.shape
-  key, k0 = jax.random.split(key)
-  logits, cache = prefill(s.target, params, prompt, prompt_lens, s.cache_size, s.vocab_size)
-  cur = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-  out, _ = commit(
-    Output.init(B, s.max_new_tokens, slack, max_new), cur[:, None], jnp.ones((B,), jnp.int32), max_new, s.eos_ids
-  )
+  key, k0, k1 = jax.random.split(key, 3)
+  cache, cur, out = start(s, params, prompt, prompt_lens, max_new, k1, slack=slack)
   seq = jnp.zeros((B, s.cache_size), jnp.int32).at[:, :P].set(prompt)
   seq = jax.vmap(lambda row, t, i: row.at[i].set(t))(seq, cur, prompt_lens)
   state = _State(

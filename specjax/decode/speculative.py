@@ -20,8 +20,7 @@ from flax import struct
 from jaxtyping import Array, Int
 
 from specjax.decode import sampling
-from specjax.decode.autoregressive import DecodeSettings
-from specjax.decode.common import Counters, DecodeResult, Output, commit, forward, prefill
+from specjax.decode.common import Counters, DecodeResult, DecodeSettings, commit, forward, prefill, start
 from specjax.models.kv_cache import KVCache
 
 
@@ -68,12 +67,8 @@ def decode(
   B = prompt.shape[0]
   G = s.gamma
   key, k0 = jax.random.split(key)
-  logits, target_cache = prefill(s.target, params, prompt, prompt_lens, s.cache_size, s.vocab_size)
+  target_cache, cur, out = start(s, params, prompt, prompt_lens, max_new, k0, slack=G + 1)
   _, draft_cache = prefill(s.draft, draft_params, prompt, prompt_lens, s.cache_size, s.vocab_size)
-  cur = sampling.sample(k0, logits, s.sampling)
-  out, _ = commit(
-    Output.init(B, s.max_new_tokens, G + 1, max_new), cur[:, None], jnp.ones((B,), jnp.int32), max_new, s.eos_ids
-  )
   prev = jnp.take_along_axis(prompt, (prompt_lens - 1)[:, None], axis=1)[:, 0]
   state = _State(
     target_cache=target_cache,
