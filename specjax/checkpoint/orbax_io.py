@@ -65,7 +65,7 @@ def restore_params(directory: Path, abstract: Any) -> Any:
         f"{str(e)[:300]}); {mismatch}"
       ) from None
   # Orbax restores whatever shapes were saved; check them against the config.
-  for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(abstract), jax.tree.leaves(restored)):
+  for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(abstract), jax.tree.leaves(restored), strict=True):
     if tuple(want.shape) != tuple(got.shape):
       raise SpecjaxError(
         f"parameters in {directory} do not match the model config next to them: {jax.tree_util.keystr(path)} "
