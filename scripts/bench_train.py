@@ -90,7 +90,7 @@ def bench_torch(preset: str, B: int, T: int, steps: int) -> dict:
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
-    return float(loss)
+    return float(loss.detach())
 
   step()
   times = []
