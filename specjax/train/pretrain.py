@@ -182,6 +182,12 @@ def pretrain(cfg: PretrainConfig, out: str | Path, stop_at: int | None = None) -
     )
   _check_run_config(out, config_to_dict(cfg))
   tokenizer = load_target_tokenizer(cfg.tokenizer)
+  if jax.process_count() > 1:  # one process tokenizes into the shared folder, the others wait and read it
+    from jax.experimental import multihost_utils
+
+    if jax.process_index() == 0:
+      build_token_store(cfg.data, tokenizer, out / "data", vocab_size=mcfg.vocab_size)
+    multihost_utils.sync_global_devices("specjax-token-store")
   store = build_token_store(cfg.data, tokenizer, out / "data", vocab_size=mcfg.vocab_size)
   data = PackedBatches(
     store, cfg.data.batch_size, cfg.data.seq_len, cfg.data.seed, cfg.data.eval_fraction, cfg.data.eval_batches
