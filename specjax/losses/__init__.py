@@ -1,0 +1,1 @@
+"""Losses in float32: masked next-token cross-entropy with optional z-loss (lm)."""
