@@ -1,1 +1,0 @@
-"""Losses in float32: masked next-token cross-entropy with optional z-loss (lm)."""
