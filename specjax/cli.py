@@ -186,6 +186,32 @@ def _cmd_bench(args: argparse.Namespace) -> int:
   return 0
 
 
+# --- training --------------------------------------------------------------------------------------
+
+
+def _pretrain_args(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--config", required=True, help="YAML file of a PretrainConfig (e.g. configs/pretrain/drafter-s.yaml)")
+  p.add_argument("--out", required=True, help="run folder; running again with the same folder resumes")
+  p.add_argument("--steps", type=int, default=None, help="length of the run and of its LR schedule (= steps=N)")
+  p.add_argument("--stop-at", type=int, default=None, help="end early at step M with a checkpoint (rerun to finish)")
+  p.add_argument("overrides", nargs="*", help="config overrides key=value (dotted for sections: optim.lr=1e-3)")
+
+
+@_command("pretrain", "pretrain a drafter as a causal LM (resumable, sharded, logged)", _pretrain_args)
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+  from specjax.config import load_config
+  from specjax.train.pretrain import PretrainConfig, pretrain
+
+  overrides = list(args.overrides) + ([f"steps={args.steps}"] if args.steps is not None else [])
+  cfg = load_config(PretrainConfig, args.config, overrides)
+  result = pretrain(cfg, args.out, stop_at=args.stop_at)
+  if result.status == "signal":
+    return 128 + int(result.signum)
+  if result.status == "stopped":
+    print(f"stopped at step {result.step} of {cfg.steps}; rerun without --stop-at to finish")
+  return 0
+
+
 # --- entry point -----------------------------------------------------------------------------------
 
 
@@ -200,7 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-  args = build_parser().parse_args(argv)
+  parser = build_parser()
+  args, extra = parser.parse_known_args(argv)
+  if extra:  # key=value overrides may sit anywhere on the line, e.g. after --steps N
+    if not hasattr(args, "overrides") or any(not x.partition("=")[1] or x.startswith("-") for x in extra):
+      parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = list(args.overrides) + extra
   try:
     return int(args._handler(args) or 0)
   except SpecjaxError as e:
