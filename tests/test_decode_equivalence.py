@@ -100,3 +100,11 @@ def test_tr_jacobi_accepts_on_repetitive_text(target):
   run = eng.run([[5, 6, 7, 8] * 6 + loop], "tr-jacobi", max_new_tokens=40)
   ref = eng.run([[5, 6, 7, 8] * 6 + loop], "ar", max_new_tokens=40)
   assert run.rows[0].tokens == ref.rows[0].tokens
+
+
+def test_draft_with_padded_embedding_table(target, reference):
+  # The draft's table has 32 extra (never used) rows: fine, logits are cut to the shared 128 tokens.
+  padded = model(tiny(vocab_size=160, layers=1), 3)
+  eng = engine(target, padded, vocab_size=128)
+  run = eng.run(prompts(LENGTHS), "spec", max_new_tokens=MAX_NEW, gamma=2, batch_size=len(LENGTHS))
+  assert [r.tokens for r in run.rows] == reference
