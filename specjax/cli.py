@@ -61,6 +61,32 @@ def _cmd_export(args: argparse.Namespace) -> int:
   return 0
 
 
+# --- training --------------------------------------------------------------------------------------
+
+
+def _pretrain_args(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--config", required=True, help="YAML file of a PretrainConfig (e.g. configs/pretrain/drafter-s.yaml)")
+  p.add_argument("--out", required=True, help="run folder; running again with the same folder resumes")
+  p.add_argument("--steps", type=int, default=None, help="length of the run and of its LR schedule (= steps=N)")
+  p.add_argument("--stop-at", type=int, default=None, help="end early at step M with a checkpoint (rerun to finish)")
+  p.add_argument("overrides", nargs="*", help="config overrides key=value (dotted for sections: optim.lr=1e-3)")
+
+
+@_command("pretrain", "pretrain a drafter as a causal LM (resumable, sharded, logged)", _pretrain_args)
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+  from specjax.config import load_config
+  from specjax.train.pretrain import PretrainConfig, pretrain
+
+  overrides = list(args.overrides) + ([f"steps={args.steps}"] if args.steps is not None else [])
+  cfg = load_config(PretrainConfig, args.config, overrides)
+  result = pretrain(cfg, args.out, stop_at=args.stop_at)
+  if result.status == "signal":
+    return 128 + int(result.signum)
+  if result.status == "stopped":
+    print(f"stopped at step {result.step} of {cfg.steps}; rerun without --stop-at to finish")
+  return 0
+
+
 # --- entry point -----------------------------------------------------------------------------------
 
 

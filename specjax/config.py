@@ -23,6 +23,22 @@ from specjax.errors import SpecjaxError
 T = TypeVar("T")
 
 
+# configs/<kind>/*.yaml -> "module:Dataclass" that loads them (each stage adds its own kind here).
+CONFIG_KINDS: dict[str, str] = {
+  "pretrain": "specjax.train.pretrain:PretrainConfig",
+}
+
+
+def config_class(kind: str) -> type:
+  """The dataclass of configs/<kind>/ files (import errors propagate: the stage may not exist yet)."""
+  import importlib
+
+  if kind not in CONFIG_KINDS:
+    raise SpecjaxError(f"unknown config kind {kind!r}; known kinds are {sorted(CONFIG_KINDS)}")
+  module, _, name = CONFIG_KINDS[kind].partition(":")
+  return getattr(importlib.import_module(module), name)
+
+
 def _parse_scalar(text: str) -> Any:
   try:
     return yaml.safe_load(text)

@@ -1,0 +1,267 @@
+"""The host training loop: progress, metrics, eval, checkpoints, exact resume, signals, NaN stop.
+
+REUSE CONTRACT: `run_loop` knows nothing about pretraining. It takes
+
+- `init_state()` -> a fresh sharded TrainState (only called when there is nothing to resume), and
+  `abstract_state`, its ShapeDtypeStructs with shardings (the restore target; `step.abstract_state`);
+- `train_step(state, batch, frozen) -> (state, metrics)` and optionally `eval_step(params, batch, frozen)
+  -> metrics` (from `specjax.train.step`), plus `frozen` (e.g. teacher params, never saved);
+- `data`: any batch iterator with `next() -> dict of [B, ...] numpy arrays`, `state() -> JSON dict`,
+  `restore(dict)` and `eval_batches() -> list of batches` (`specjax.data.packing.PackedBatches` is one);
+- `final_export(state)`: called once when the run reaches `total_steps` (pretraining writes a specjax
+  checkpoint folder there; distillation does the same with its own config).
+
+So `specjax distill` is this loop with another loss, another data source and another export hook.
+
+Output folder layout (`out/`):
+    checkpoints/<step>/   Orbax CheckpointManager steps: `state` (params, opt state, step, RNG) and
+                          `data` (the iterator position), saved asynchronously every `every` steps, the
+                          last `keep` kept, plus at the end, at --stop-at and on SIGTERM / SIGINT
+    metrics.jsonl         one record per step: step, loss, lr, tokens_per_s, grad_norm, ... (+ eval_loss
+                          on eval steps); records past the resumed step are dropped on resume
+    tensorboard/          the same scalars as TensorBoard event files
+
+Starting again with the same `out` resumes from the latest checkpoint, bit for bit: the state, the data
+position and the per-step RNG (fold_in(key, step)) are exactly what the uninterrupted run had.
+A NaN or inf loss stops the run with a SpecjaxError before anything of that step is saved, so the last
+checkpoint on disk is the last good one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from specjax.errors import SpecjaxError
+from specjax.parallel.sharding import put_batch
+from specjax.train.state import TrainState
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+  every: int = 500  # save every this many steps (0: only at the end / stop / signal)
+  keep: int = 3  # keep the newest N checkpoints
+  async_save: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class LogConfig:
+  eval_every: int = 200  # eval loss on the held-out batches every N steps (0: only at the end)
+  tensorboard: bool = True
+  progress: bool = True  # tqdm progress bar
+
+
+class BatchIterator(Protocol):
+  def next(self) -> dict[str, np.ndarray]: ...
+  def state(self) -> dict: ...
+  def restore(self, state: dict) -> None: ...
+  def eval_batches(self) -> list[dict[str, np.ndarray]]: ...
+
+
+@dataclasses.dataclass
+class LoopResult:
+  state: TrainState
+  step: int
+  status: str  # "finished", "stopped" (--stop-at), "signal", "already-finished"
+  last_loss: float | None
+  signum: int | None = None
+
+
+class _Signals:
+  """Turns SIGTERM / SIGINT into a flag checked after every step (a second one acts at once)."""
+
+  def __init__(self):
+    self.received: int | None = None
+    self._old: dict = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    if self.received is not None:
+      signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
+      raise KeyboardInterrupt
+    self.received = signum
+
+  def __exit__(self, *exc):
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
+
+
+def _scalars(metrics: dict) -> dict[str, float]:
+  return {k: float(v) for k, v in jax.device_get(metrics).items()}
+
+
+class _Metrics:
+  """metrics.jsonl + TensorBoard, written by process 0 only."""
+
+  def __init__(self, out: Path, start_step: int, tensorboard: bool):
+    self.active = jax.process_index() == 0
+    self.path = out / "metrics.jsonl"
+    self.tb = None
+    if not self.active:
+      return
+    if self.path.exists():  # drop records the resumed run will write again
+      keep = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= start_step]
+      self.path.write_text("".join(ln + "\n" for ln in keep))
+    self.file = open(self.path, "a")
+    if tensorboard:
+      from tensorboardX import SummaryWriter
+
+      self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=start_step + 1 if start_step else None)
+
+  def write(self, record: dict) -> None:
+    if not self.active:
+      return
+    self.file.write(json.dumps(record) + "\n")
+    self.file.flush()
+    if self.tb is not None:
+      for k, v in record.items():
+        if k != "step":
+          self.tb.add_scalar(k if k.startswith("eval") else f"train/{k}", v, record["step"])
+
+  def close(self) -> None:
+    if self.active:
+      self.file.close()
+      if self.tb is not None:
+        self.tb.close()
+
+
+def evaluate(eval_step, params, batches, frozen, mesh) -> float | None:
+  """Mean eval loss over the held-out batches, weighted by their counted tokens when reported."""
+  if eval_step is None or not batches:
+    return None
+  total, weight = 0.0, 0.0
+  for batch in batches:
+    m = _scalars(eval_step(params, put_batch(batch, mesh), frozen))
+    w = m.get("tokens", 1.0)
+    total, weight = total + m["loss"] * w, weight + w
+  return total / max(weight, 1e-9)
+
+
+def run_loop(
+  *,
+  out: str | Path,
+  init_state: Callable[[], TrainState],
+  abstract_state: Any,
+  train_step: Callable,
+  data: BatchIterator,
+  mesh: jax.sharding.Mesh,
+  total_steps: int,
+  tokens_per_step: int,
+  eval_step: Callable | None = None,
+  frozen: Any = None,
+  stop_at: int | None = None,
+  checkpoint: CheckpointConfig = CheckpointConfig(),
+  logging: LogConfig = LogConfig(),
+  final_export: Callable[[TrainState], None] | None = None,
+) -> LoopResult:
+  """Train to `total_steps` (or `stop_at`), resuming from `out/checkpoints` if it holds a checkpoint."""
+  out = Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  options = ocp.CheckpointManagerOptions(max_to_keep=checkpoint.keep, enable_async_checkpointing=checkpoint.async_save)
+  mngr = ocp.CheckpointManager((out / "checkpoints").absolute(), options=options)
+  end = total_steps if stop_at is None else min(stop_at, total_steps)
+  try:
+    latest = mngr.latest_step()
+    if latest is not None:
+      try:
+        restored = mngr.restore(
+          latest,
+          args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()),
+        )
+      except (ValueError, KeyError, TypeError) as e:
+        raise SpecjaxError(
+          f"cannot resume from {out / 'checkpoints'} (step {latest}): it does not match this run's model or "
+          f"optimizer ({e.__class__.__name__}: {str(e)[:200]}); use a new --out"
+        ) from None
+      state = restored.state
+      data.restore(restored.data)
+      print(f"resuming from step {latest} in {out}", flush=True)
+    else:
+      state = init_state()
+    step = int(jax.device_get(state.step))
+    metrics_log = _Metrics(out, step, logging.tensorboard)
+
+    def save(state, step, force=False):
+      if mngr.latest_step() == step:
+        return
+      mngr.save(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data.state())),
+        force=force,
+      )
+
+    status, last_loss, signum = "finished", None, None
+    bar = None
+    if logging.progress and jax.process_index() == 0 and step < end:
+      from tqdm import tqdm
+
+      bar = tqdm(total=total_steps, initial=step, desc="train", dynamic_ncols=True)
+    eval_batches = data.eval_batches() if eval_step is not None else []
+    try:
+      with _Signals() as signals:
+        tick = time.perf_counter()
+        while step < end:
+          batch = put_batch(data.next(), mesh)
+          state, metrics = train_step(state, batch, frozen)
+          m = _scalars(metrics)
+          now = time.perf_counter()
+          step += 1
+          loss = m["loss"]
+          if not math.isfinite(loss):
+            mngr.wait_until_finished()
+            good = mngr.latest_step()
+            where = f"step {good} in {out / 'checkpoints'}" if good is not None else "none saved yet"
+            raise SpecjaxError(
+              f"loss is {loss} at step {step}; stopped. Last good checkpoint: {where}. "
+              "Lower optim.lr, lengthen optim.warmup_steps or set optim.z_loss, then rerun"
+            )
+          record = {"step": step, "loss": loss, "lr": m["lr"], "tokens_per_s": tokens_per_step / max(now - tick, 1e-9)}
+          record.update({k: v for k, v in m.items() if k not in record})
+          if logging.eval_every and step % logging.eval_every == 0 or step == total_steps:
+            ev = evaluate(eval_step, state.params, eval_batches, frozen, mesh)
+            if ev is not None:
+              record["eval_loss"] = ev
+          metrics_log.write(record)
+          last_loss = loss
+          if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{m['lr']:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
+          if checkpoint.every and step % checkpoint.every == 0 and step < end:
+            save(state, step)
+          tick = time.perf_counter()
+          if signals.received is not None:
+            status, signum = "signal", signals.received
+            break
+        if step >= end and status == "finished" and end < total_steps:
+          status = "stopped"
+        save(state, step, force=True)
+        mngr.wait_until_finished()
+    finally:
+      if bar is not None:
+        bar.close()
+      metrics_log.close()
+    if status == "signal":
+      name = signal.Signals(signum).name
+      print(f"stopped by {name} at step {step}; checkpoint saved. Rerun the same command to resume.", flush=True)
+    if step >= total_steps and final_export is not None:
+      final_export(state)
+    return LoopResult(state=state, step=step, status=status, last_loss=last_loss, signum=signum)
+  finally:
+    mngr.close()
