@@ -28,8 +28,14 @@ PROMPTS = [
 ]
 
 
-def tiny_checkpoint(folder: Path, seed: int, init_scale: float = 0.02, vocab: int | None = None, **fields) -> Path:
-  """A random tiny-preset model saved as a specjax checkpoint with the tiny ChatML tokenizer."""
+def tiny_checkpoint(
+  folder: Path, seed: int, init_scale: float = 0.02, vocab: int | None = None, bigram: bool = False, **fields
+) -> Path:
+  """A random tiny-preset model saved as a specjax checkpoint with the tiny ChatML tokenizer.
+
+  bigram=True zeroes the attention and MLP outputs, so the next-token distribution depends on the current
+  token only: a sharp (with a large init_scale) but easily learnable teacher.
+  """
   tok_dir = folder.parent / f"{folder.name}-tok"
   tokenizer = load_tokenizer(make_tokenizer(tok_dir))
   cfg = get_preset("tiny").replace(initializer_range=init_scale, **fields)
@@ -38,6 +44,9 @@ def tiny_checkpoint(folder: Path, seed: int, init_scale: float = 0.02, vocab: in
   eos = tokenizer.eos_token_id
   cfg = cfg.replace(eos_token_id=eos, bos_token_id=tokenizer.bos_token_id)
   params = jax.device_get(init_params(cfg, jax.random.key(seed)))
+  if bigram:
+    params["layers"]["attn"]["o_proj"]["kernel"] = np.zeros_like(params["layers"]["attn"]["o_proj"]["kernel"])
+    params["layers"]["mlp"]["down_proj"]["kernel"] = np.zeros_like(params["layers"]["mlp"]["down_proj"]["kernel"])
   return save_checkpoint(folder, cfg, params, tokenizer=tokenizer)
 
 

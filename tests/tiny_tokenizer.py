@@ -46,7 +46,9 @@ def make_corpus(path: str | Path, n_docs: int = 200, seed: int = 0) -> Path:
     sents = []
     for _ in range(rng.randint(1, 4)):
       a = rng.choice(animals)
-      sents.append(f"the {rng.choice(colors)} {a} {verbs[a]} {rng.choice(['on', 'under', 'over', 'near'])} the {rng.choice(places)}")
+      sents.append(
+        f"the {rng.choice(colors)} {a} {verbs[a]} {rng.choice(['on', 'under', 'over', 'near'])} the {rng.choice(places)}"
+      )
     lines.append(json.dumps({"text": " and then ".join(sents)}))
   path = Path(path)
   path.write_text("\n".join(lines) + "\n")

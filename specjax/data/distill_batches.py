@@ -6,8 +6,7 @@ One example per row (no packing), right-padded to `seq_len` (longer examples are
     targets    int32 [B, T]   tokens shifted left (the token each position predicts; 0 past the end)
     positions  int32 [B, T]   0 .. T-1
     loss_mask  float32 [B, T] 1 where the predicted token (targets) is a response token
-    prompt_lens int32 [B]     templated prompt length (for on-policy sampling and MSN noise)
-    response_mask uint8 [B, T] 1 on the response tokens themselves (for MSN noise)
+    response_mask uint8 [B, T] 1 on the response tokens themselves (MSN noise; on-policy prompts end where it starts)
 
 So the KD losses count the distribution at position t when token t + 1 is part of the response (the
 first counted position is the last prompt token).
@@ -25,7 +24,7 @@ import numpy as np
 
 from specjax.errors import SpecjaxError
 
-KEYS = ("tokens", "targets", "positions", "loss_mask", "prompt_lens", "response_mask")
+KEYS = ("tokens", "targets", "positions", "loss_mask", "response_mask")
 
 
 def empty_batch(batch_size: int, seq_len: int) -> dict[str, np.ndarray]:
@@ -34,14 +33,11 @@ def empty_batch(batch_size: int, seq_len: int) -> dict[str, np.ndarray]:
     "targets": np.zeros((batch_size, seq_len), np.int32),
     "positions": np.broadcast_to(np.arange(seq_len, dtype=np.int32), (batch_size, seq_len)).copy(),
     "loss_mask": np.zeros((batch_size, seq_len), np.float32),
-    "prompt_lens": np.zeros((batch_size,), np.int32),
     "response_mask": np.zeros((batch_size, seq_len), np.uint8),
   }
 
 
-def fill_row(
-  batch: dict[str, np.ndarray], i: int, tokens: Sequence[int], response_mask: Sequence[int], prompt_len: int
-):
+def fill_row(batch: dict[str, np.ndarray], i: int, tokens: Sequence[int], response_mask: Sequence[int]):
   """Write one example into row i of `batch` (truncated to the batch's length)."""
   T = batch["tokens"].shape[1]
   tok = np.asarray(tokens, np.int32)[:T]
@@ -55,7 +51,6 @@ def fill_row(
   batch["targets"][i, : n - 1] = tok[1:]
   batch["loss_mask"][i, : n - 1] = resp[1:]
   batch["response_mask"][i, :n] = resp
-  batch["prompt_lens"][i] = min(int(prompt_len), n)
 
 
 class ExampleBatches:
@@ -89,7 +84,7 @@ class ExampleBatches:
   def _batch(self, rows: Sequence[int]) -> dict[str, np.ndarray]:
     batch = empty_batch(self.batch_size, self.seq_len)
     for i, r in enumerate(rows):
-      fill_row(batch, i, self.tokens[r], self.resp[r], self.prompt_lens[r])
+      fill_row(batch, i, self.tokens[r], self.resp[r])
     return batch
 
   def next(self) -> dict[str, np.ndarray]:
@@ -125,3 +120,9 @@ class ExampleBatches:
     """Templated prompt ids of up to `limit` held-out rows (for real decoding measurements)."""
     rows = [int(r) for r in self.eval_rows][:limit] or [int(r) for r in self.train_rows][:limit]
     return [self.tokens[r][: self.prompt_lens[r]].tolist() for r in rows]
+
+
+def prompt_length(response_mask_row: np.ndarray) -> int:
+  """Where the response of a batch row starts (the whole row when it has no response token)."""
+  idx = np.flatnonzero(np.asarray(response_mask_row))
+  return int(idx[0]) if idx.size else len(response_mask_row)

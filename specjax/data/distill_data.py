@@ -133,6 +133,7 @@ def make_data(
   from specjax.data.chat import prompt_text
   from specjax.data.sources import check_disjoint, eval_prompts, load_prompts
 
+  datasets.disable_progress_bars()
   out = Path(out)
   if out.exists():
     raise SpecjaxError(f"output {out} already exists; choose another --out or remove it first")
@@ -276,7 +277,12 @@ def load_distill_data(path: str | os.PathLike):
   meta = json.loads(meta_path.read_text())
   if meta.get("format") != FORMAT:
     raise SpecjaxError(f"{path}: unknown data format {meta.get('format')!r} (expected {FORMAT})")
-  ds = datasets.load_from_disk(str(path))
+  try:
+    ds = datasets.load_from_disk(str(path))
+  except IndexError:  # a dataset saved with zero rows has no data file to read
+    ds = []
+  except (FileNotFoundError, ValueError) as e:
+    raise SpecjaxError(f"{path}: cannot read the dataset ({e}); rebuild it with `specjax make-data`") from None
   if len(ds) == 0:
     raise SpecjaxError(f"{path} holds no samples; rebuild it with `specjax make-data`")
   return ds, meta

@@ -188,10 +188,10 @@ class OnPolicy:
     return self.cfg.fraction > 0 and random.Random(f"on-policy:{self.seed}:{step}").random() < self.cfg.fraction
 
   def __call__(self, params, batch: dict[str, np.ndarray], step: int) -> dict[str, np.ndarray]:
-    from specjax.data.distill_batches import empty_batch, fill_row
+    from specjax.data.distill_batches import empty_batch, fill_row, prompt_length
 
     B, T = batch["tokens"].shape
-    prompts = [batch["tokens"][i, : max(int(batch["prompt_lens"][i]), 1)].tolist() for i in range(B)]
+    prompts = [batch["tokens"][i, : max(prompt_length(batch["response_mask"][i]), 1)].tolist() for i in range(B)]
     self.engine.target_params = params
     run = self.engine.run(
       prompts,
@@ -203,7 +203,7 @@ class OnPolicy:
     )
     out = empty_batch(B, T)
     for i, (p, row) in enumerate(zip(prompts, run.rows, strict=True)):
-      fill_row(out, i, p + list(row.tokens), [0] * len(p) + [1] * len(row.tokens), len(p))
+      fill_row(out, i, p + list(row.tokens), [0] * len(p) + [1] * len(row.tokens))
     return out
 
 
@@ -251,8 +251,6 @@ def distill(cfg: DistillConfig, out: str | Path, stop_at: int | None = None) -> 
     raise SpecjaxError(
       f"data.batch_size ({cfg.data.batch_size}) must be a multiple of data x fsdp devices x optim.grad_accum ({div})"
     )
-  _check_run_config(out, config_to_dict(cfg))
-
   t_sh = param_shardings(t_cfg, mesh)
   target = load_checkpoint(target_path, shardings=t_sh, config=t_cfg)
   check_same_target(meta, target.config, target.params, data_path)
@@ -267,6 +265,7 @@ def distill(cfg: DistillConfig, out: str | Path, stop_at: int | None = None) -> 
     frozen["reference"] = load_checkpoint(cfg.reference, shardings=param_shardings(s_cfg, mesh), config=s_cfg).params
     frozen_sh["reference"] = param_shardings(s_cfg, mesh)
 
+  _check_run_config(out, config_to_dict(cfg))
   data = ExampleBatches(
     ds, cfg.data.batch_size, cfg.data.seq_len, cfg.data.seed, cfg.data.eval_examples, cfg.data.eval_batches
   )
