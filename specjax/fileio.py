@@ -23,6 +23,12 @@ def refuse_existing(dest: str | os.PathLike) -> Path:
   return dest
 
 
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
 @contextlib.contextmanager
 def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
   """Yield a temporary folder that becomes `dest` only if the block finishes without an error."""
@@ -31,6 +37,7 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
   tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
   try:
     yield tmp
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; give it the permissions of a normal folder
     os.replace(tmp, dest)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)

@@ -7,3 +7,19 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def smollm2_ckpt(tmp_path_factory):
+  """The real target, SmolLM2-135M-Instruct, imported once per test session from the installed GGUF."""
+  from specjax.checkpoint.convert import import_model
+  from specjax.checkpoint.gguf import builtin_smollm2_path
+  from specjax.errors import SpecjaxError
+
+  try:
+    builtin_smollm2_path()
+  except SpecjaxError as e:
+    pytest.skip(str(e))
+  return import_model("smollm2-135m-instruct", tmp_path_factory.mktemp("smollm2") / "ckpt")

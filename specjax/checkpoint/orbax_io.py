@@ -56,13 +56,22 @@ def restore_params(directory: Path, abstract: Any) -> Any:
     step = mngr.latest_step()
     if step is None:
       raise SpecjaxError(f"{directory} holds no saved parameters; the checkpoint is incomplete or corrupt")
+    mismatch = "the checkpoint is corrupt or from another model size"
     try:
-      return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+      restored = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
     except (ValueError, KeyError, TypeError) as e:
       raise SpecjaxError(
         f"parameters in {directory} do not match the model config next to them ({e.__class__.__name__}: "
-        f"{str(e)[:300]}); the checkpoint is corrupt or from another model size"
+        f"{str(e)[:300]}); {mismatch}"
       ) from None
+  # Orbax restores whatever shapes were saved; check them against the config.
+  for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(abstract), jax.tree.leaves(restored), strict=True):
+    if tuple(want.shape) != tuple(got.shape):
+      raise SpecjaxError(
+        f"parameters in {directory} do not match the model config next to them: {jax.tree_util.keystr(path)} "
+        f"has shape {tuple(got.shape)}, the config needs {tuple(want.shape)}; {mismatch}"
+      )
+  return restored
 
 
 def save_checkpoint(
