@@ -11,9 +11,10 @@ One example per row (no packing), right-padded to `seq_len` (longer examples are
 So the KD losses count the distribution at position t when token t + 1 is part of the response (the
 first counted position is the last prompt token).
 
-The rows are split once (seeded) into a held-out part (`eval_examples` rows: teacher-forced eval batches
-and the prompts for the real speculative-decoding measurements) and the training part, which is read in
-seeded per-epoch permutations. `state()` / `restore()` make the position exact across resumes.
+The rows are split once (seeded) into a held-out part (about `eval_examples` rows: teacher-forced eval
+batches and the prompts for the real speculative-decoding measurements) and the training part, which is
+read in seeded per-epoch permutations. The split is by prompt: every sample of a held-out prompt is held
+out, so no held-out prompt is ever trained on (make-data may answer a prompt several times). `state()` / `restore()` make the position exact across resumes.
 """
 
 from __future__ import annotations
@@ -53,6 +54,23 @@ def fill_row(batch: dict[str, np.ndarray], i: int, tokens: Sequence[int], respon
   batch["response_mask"][i, :n] = resp
 
 
+def split_by_prompt(tokens, prompt_lens, n_eval: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """(eval rows, train rows): whole prompts, in a seeded order, are held out until >= n_eval rows are."""
+  groups: dict[bytes, list[int]] = {}
+  for r, (t, p) in enumerate(zip(tokens, prompt_lens, strict=True)):
+    groups.setdefault(np.asarray(t[:p]).tobytes(), []).append(r)
+  keys = list(groups)
+  order = np.random.default_rng([seed, 2**31 - 1]).permutation(len(keys))
+  held: list[int] = []
+  for k in order:
+    if len(held) >= n_eval:
+      break
+    if len(held) + len(groups[keys[k]]) < len(tokens):  # always leave something to train on
+      held += groups[keys[k]]
+  held_set = set(held)
+  return np.asarray(sorted(held), np.int64), np.asarray([r for r in range(len(tokens)) if r not in held_set], np.int64)
+
+
 class ExampleBatches:
   """Resumable batch iterator over a make-data dataset (the batch-iterator protocol of train.loop)."""
 
@@ -64,10 +82,7 @@ class ExampleBatches:
     self.resp = [np.asarray(m, np.uint8) for m in ds["response_mask"]]
     self.prompt_lens = [int(p) for p in ds["prompt_len"]]
     self.batch_size, self.seq_len, self.seed = batch_size, seq_len, seed
-    n_eval = min(eval_examples, n // 2)
-    split = np.random.default_rng([seed, 2**31 - 1]).permutation(n)
-    self.eval_rows = np.sort(split[:n_eval])
-    self.train_rows = np.sort(split[n_eval:])
+    self.eval_rows, self.train_rows = split_by_prompt(self.tokens, self.prompt_lens, min(eval_examples, n // 2), seed)
     if len(self.train_rows) == 0:
       raise SpecjaxError(f"the dataset has {n} samples: too few to train on; generate more with make-data")
     self.num_eval_batches = eval_batches
