@@ -115,3 +115,20 @@ def test_cli_prints_the_error_without_traceback(pair, tmp_path, capsys):
   err = capsys.readouterr().err
   assert "specjax distill: error: tvdpp norm must be one of" in err and "Traceback" not in err
   assert np.isfinite(_expected_acceptance(pair["student"], pair))
+
+
+def test_real_speculative_measurements_and_on_policy_mixing(pair, tmp_path):
+  from specjax.train.distill import OnPolicy, OnPolicyConfig
+
+  out = tmp_path / "onpolicy"
+  cfg = _cfg(pair, "steps=4", "spec_eval.every=2", "spec_eval.temperatures=[0.0, 1.0]", "on_policy.fraction=0.5")
+  distill(cfg, out)
+  records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+  draws = OnPolicy(OnPolicyConfig(fraction=0.5), None, (3,), seed=0, batch_size=8, engine=False)
+  assert [r["on_policy"] for r in records] == [float(draws.draw(s)) for s in range(4)]
+  assert 0 < sum(r["on_policy"] for r in records) < 4  # both kinds of step happened (seeded draw)
+  for r in (records[1], records[3]):
+    for t in ("0", "1"):
+      assert 0.0 <= r[f"spec_t{t}_acceptance_rate"] <= 1.0
+      assert 1.0 <= r[f"spec_t{t}_block_efficiency"] <= cfg.spec_eval.gamma + 1
+  assert "spec_t0_acceptance_rate" not in records[0]

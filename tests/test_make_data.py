@@ -130,3 +130,26 @@ def test_other_target_is_detected(target, tmp_path):
   params["norm"] = {"scale": np.asarray(same.params["norm"]["scale"]) + 1e-3}
   with pytest.raises(SpecjaxError, match="made by another target"):
     check_same_target(meta, same.config, params, out)
+
+
+def test_compiled_sampler_answers_through_the_chat_template(target, tmp_path):
+  import jax.numpy as jnp
+
+  from specjax.checkpoint.orbax_io import load_checkpoint, load_tokenizer
+  from specjax.data.chat import prompt_text
+  from specjax.models.llama import Llama
+
+  src = str(prompts_file(tmp_path, PROMPTS[:5]))
+  out = make_data(target, src, tmp_path / "d", temperature=0.0, max_new_tokens=6, batch_size=4, check_eval=False)
+  ds, meta = load_distill_data(out)
+  assert len(ds) == 5 and meta["generation"]["sampler"].startswith("specjax.decode.engine")
+  tok, ckpt = load_tokenizer(target), load_checkpoint(target)
+  model = Llama(ckpt.config)
+  for row in ds:
+    n = row["prompt_len"]
+    assert row["tokens"][:n] == tok(prompt_text(tok, row["prompt"]), add_special_tokens=False)["input_ids"]
+    assert 1 <= len(row["tokens"]) - n <= 6
+    x = jnp.asarray([row["tokens"]], jnp.int32)
+    logits, _ = model.apply({"params": ckpt.params}, x, jnp.arange(x.shape[1])[None])
+    greedy = np.asarray(jnp.argmax(logits[0, n - 1 : -1], -1)).tolist()
+    assert greedy == row["tokens"][n:]  # temperature 0: every response token is the target's argmax

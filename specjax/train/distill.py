@@ -176,13 +176,14 @@ def teacher_forced_eval(eval_step, params, batches, frozen, mesh) -> dict[str, f
 class OnPolicy:
   """Replaces a batch's responses with the current drafter's samples with probability `fraction`."""
 
-  def __init__(self, cfg: OnPolicyConfig, student_cfg, eos_ids, seed: int, batch_size: int):
-    from specjax.decode.engine import Engine
-    from specjax.decode.sampling import SamplingConfig
-
+  def __init__(self, cfg: OnPolicyConfig, student_cfg, eos_ids, seed: int, batch_size: int, engine: bool = True):
     self.cfg, self.seed, self.batch_size = cfg, seed, batch_size
-    self.engine = Engine(student_cfg, None, eos_ids=eos_ids)
-    self.sampling = SamplingConfig(temperature=cfg.temperature)
+    if engine:  # engine=False: only the (seeded) draws, e.g. to predict which steps were on-policy
+      from specjax.decode.engine import Engine
+      from specjax.decode.sampling import SamplingConfig
+
+      self.engine = Engine(student_cfg, None, eos_ids=eos_ids)
+      self.sampling = SamplingConfig(temperature=cfg.temperature)
 
   def draw(self, step: int) -> bool:
     return self.cfg.fraction > 0 and random.Random(f"on-policy:{self.seed}:{step}").random() < self.cfg.fraction
