@@ -157,6 +157,89 @@ def _run_training(args: argparse.Namespace, cls, fn) -> int:
   return 0
 
 
+# --- decoding --------------------------------------------------------------------------------------
+
+
+def _csv(kind):
+  def parse(text: str):
+    try:
+      return [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}s, got {text!r}") from None
+
+  return parse
+
+
+def _decode_args(p: argparse.ArgumentParser, bench: bool) -> None:
+  p.add_argument("--target", required=True, help="target model checkpoint folder")
+  p.add_argument("--draft", help="draft model checkpoint folder (same tokenizer as the target)")
+  if bench:
+    p.add_argument("--prompts", required=True, help='JSONL file of {"prompt": ...} lines, or mt-bench|humaneval|gsm')
+    p.add_argument("--modes", type=_csv(str), default=["ar", "spec"], help="comma list of ar,spec,jacobi,tr-jacobi")
+    p.add_argument("--gamma", type=_csv(int), default=[1, 2, 4], help="comma list of draft lengths")
+    p.add_argument("--temperature", type=_csv(float), default=[0.0], help="comma list of temperatures")
+    p.add_argument("--batch-size", type=_csv(int), default=[1], help="comma list of batch sizes")
+    p.add_argument("--out", required=True, help="results JSON file")
+    p.add_argument("--plot", help="also write this PNG plot")
+    p.add_argument("--limit", type=int, help="use only the first N prompts")
+    p.add_argument("--no-overhead", action="store_true", help="skip timing the model calls alone")
+  else:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="one prompt")
+    src.add_argument("--prompts", help='JSONL file of {"prompt": ...} lines, or mt-bench|humaneval|gsm')
+    p.add_argument("--mode", default="ar", choices=["ar", "spec", "jacobi", "tr-jacobi"])
+    p.add_argument("--gamma", type=int, default=4, help="draft tokens per speculative round")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--json", action="store_true", help="one JSON object per prompt: prompt, text and metrics")
+  p.add_argument("--window", type=int, default=5, help="Jacobi window")
+  p.add_argument("--top-p", type=float, default=1.0)
+  p.add_argument("--top-k", type=int, default=0, help="0 = off")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--max-new-tokens", type=int, required=True)
+  p.add_argument("--chat", action="store_true", help="wrap each prompt in the tokenizer's chat template")
+
+
+@_command(
+  "generate", "decode prompts with ar / spec / jacobi / tr-jacobi and print the text", lambda p: _decode_args(p, False)
+)
+def _cmd_generate(args: argparse.Namespace) -> int:
+  import json
+
+  from specjax.decode.sampling import SamplingConfig
+  from specjax.decode.text import decode_tokens, encode, load_engine
+  from specjax.eval.suites import load_prompts
+
+  sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k)
+  texts = [args.prompt] if args.prompt is not None else load_prompts(args.prompts)
+  engine, tok = load_engine(args.target, args.draft)
+  ids = encode(tok, texts, chat=args.chat)
+  run = engine.run(
+    ids,
+    args.mode,
+    max_new_tokens=args.max_new_tokens,
+    sampling=sampling,
+    gamma=args.gamma,
+    window=args.window,
+    batch_size=args.batch_size,
+    seed=args.seed,
+  )
+  for text, row in zip(texts, run.rows, strict=True):
+    answer = decode_tokens(tok, row.tokens)
+    if args.json:
+      print(json.dumps({"prompt": text, "text": answer, "mode": args.mode, **row.metrics}), flush=True)
+    else:
+      print(answer, flush=True)
+  m = run.metrics
+  summary = (
+    f"{m['new_tokens']} tokens in {m['wall_s']:.2f}s ({m['tokens_per_s']:.1f} tokens/s), compile {m['compile_s']:.1f}s"
+  )
+  if args.mode != "ar":
+    summary += f", block efficiency {m['block_efficiency'] or 0:.2f}, acceptance {m['acceptance_rate'] or 0:.2f}"
+  print(f"[{args.mode}] {summary}", file=sys.stderr)
+  return 0
+
+
 @_command(
   "distill",
   "align a drafter to the target by KD (fkl, rkl, jsd, tvd, tvdpp, adaspec) on make-data output",
@@ -177,6 +260,46 @@ def _cmd_msn(args: argparse.Namespace) -> int:
   from specjax.train.msn import MsnConfig, msn_train
 
   return _run_training(args, MsnConfig, msn_train)
+
+
+@_command(
+  "bench", "benchmark decoding modes on the same prompts; JSON records and a plot", lambda p: _decode_args(p, True)
+)
+def _cmd_bench(args: argparse.Namespace) -> int:
+  import json
+
+  from specjax.decode.engine import MODES
+  from specjax.decode.text import encode, load_engine
+  from specjax.eval.bench import bench, plot
+  from specjax.eval.suites import load_prompts
+  from specjax.fileio import atomic_write_text
+
+  bad = [m for m in args.modes if m not in MODES]
+  if bad:
+    raise SpecjaxError(f"unknown mode(s) {bad}; choose from {', '.join(MODES)}")
+  texts = load_prompts(args.prompts)[: args.limit]
+  engine, tok = load_engine(args.target, args.draft)
+  records = bench(
+    engine,
+    encode(tok, texts, chat=args.chat),
+    args.modes,
+    args.gamma,
+    args.temperature,
+    args.batch_size,
+    args.max_new_tokens,
+    window=args.window,
+    top_p=args.top_p,
+    top_k=args.top_k,
+    seed=args.seed,
+    measure_overhead=not args.no_overhead,
+    log=lambda line: print(line, file=sys.stderr, flush=True),
+  )
+  atomic_write_text(args.out, json.dumps(records, indent=1) + "\n")
+  print(f"wrote {len(records)} records to {args.out}")
+  if args.plot:
+    plot(records, args.plot)
+    print(f"wrote plot {args.plot}")
+  return 0
 
 
 # --- entry point -----------------------------------------------------------------------------------

@@ -1,0 +1,157 @@
+"""Pieces every compiled decoder shares: the model call, prefill, the output buffer and the counters.
+
+The decoders keep one invariant: each row's KV cache holds the committed sequence *except* its last
+token `cur`, which has been emitted (it is in the output) but not yet fed to the model. A round feeds
+`cur` plus some guesses, decides how many guesses were right, emits them and one more token, and sets
+the cache length back to the new committed length (rollback is setting lengths).
+
+Shapes: B batch, P padded prompt length, N max new tokens, M tokens a round may emit at most,
+V vocabulary, S cache slots, G positions tracked by the per-position acceptance counters.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from jaxtyping import Array, Bool, Float, Int
+
+from specjax.models.kv_cache import KVCache
+from specjax.models.llama import Llama, LlamaConfig
+
+
+def forward(
+  cfg: LlamaConfig,
+  params,
+  tokens: Int[Array, "B T"],
+  positions: Int[Array, "B T"],
+  cache: KVCache,
+  attn_mask: Bool[Array, "B T T"] | None = None,
+  vocab_size: int | None = None,
+) -> tuple[Float[Array, "B T V"], KVCache]:
+  """One model call; logits cut to the shared vocabulary (padded embedding rows are never chosen)."""
+  logits, cache = Llama(cfg).apply({"params": params}, tokens, positions, cache, attn_mask)
+  if vocab_size is not None and vocab_size < logits.shape[-1]:
+    logits = logits[..., :vocab_size]
+  return logits, cache
+
+
+def prefill(
+  cfg: LlamaConfig,
+  params,
+  prompt: Int[Array, "B P"],
+  prompt_lens: Int[Array, B],
+  cache_size: int,
+  vocab_size: int | None = None,
+) -> tuple[Float[Array, "B V"], KVCache]:
+  """Run the right-padded prompts; return the logits after each row's last real token (they give the
+  first new token, which becomes `cur`) and a cache holding the `prompt_lens` prompt tokens.
+
+  Pad slots are written too but lie past each row's length, so the next write overwrites them.
+  """
+  B, P = prompt.shape
+  cache = cfg.init_cache(B, cache_size)
+  positions = jnp.broadcast_to(jnp.arange(P, dtype=jnp.int32), (B, P))
+  logits, cache = forward(cfg, params, prompt, positions, cache, vocab_size=vocab_size)
+  last = jnp.take_along_axis(logits, (prompt_lens - 1)[:, None, None], axis=1)[:, 0]
+  return last, cache.rollback(prompt_lens)
+
+
+@struct.dataclass
+class Output:
+  """Generated tokens so far. `tokens[b, :n[b]]` is row b's answer; the rest is scratch."""
+
+  tokens: Int[Array, "B N+M"]
+  n: Int[Array, B]
+  done: Bool[Array, B]
+
+  @classmethod
+  def init(cls, batch_size: int, max_new_tokens: int, slack: int, max_new: Int[Array, B]) -> Output:
+    return cls(
+      tokens=jnp.zeros((batch_size, max_new_tokens + slack), jnp.int32),
+      n=jnp.zeros((batch_size,), jnp.int32),
+      done=max_new <= 0,
+    )
+
+
+def commit(
+  out: Output,
+  emitted: Int[Array, "B M"],
+  count: Int[Array, B],
+  max_new: Int[Array, B],
+  eos_ids: tuple[int, ...],
+) -> tuple[Output, Int[Array, B]]:
+  """Append the first `count[b]` tokens of `emitted[b]` to each unfinished row, stopping after an EOS
+  token or at `max_new[b]`. Returns the new output and how many tokens each row really took."""
+  M = emitted.shape[1]
+  active = ~out.done
+  idx = jnp.arange(M)[None, :]
+  is_eos = jnp.zeros_like(emitted, dtype=bool)
+  for e in eos_ids:
+    is_eos |= emitted == e
+  is_eos &= idx < count[:, None]
+  first_eos = jnp.where(is_eos.any(axis=1), jnp.argmax(is_eos, axis=1), M)
+  take = jnp.minimum(jnp.minimum(count, first_eos + 1), max_new - out.n)
+  take = jnp.where(active, jnp.maximum(take, 0), 0).astype(jnp.int32)
+  # Write all M at the row's offset (the buffer has M slots of slack); only the first `take` count.
+  tokens = jax.vmap(lambda row, e, s: jax.lax.dynamic_update_slice(row, e, (s,)))(out.tokens, emitted, out.n)
+  tokens = jnp.where(active[:, None], tokens, out.tokens)
+  n = out.n + take
+  hit_eos = active & (first_eos < take)
+  done = out.done | hit_eos | (n >= max_new)
+  return Output(tokens=tokens, n=n, done=done), take
+
+
+@struct.dataclass
+class Counters:
+  """Per-row decode counters (the metrics are derived from these on the host)."""
+
+  target_calls: Int[Array, B]  # target forwards this row took part in, prefill excluded
+  draft_calls: Int[Array, B]  # draft forwards, prefill excluded
+  drafted: Int[Array, B]  # tokens proposed for verification
+  accepted: Int[Array, B]  # proposed tokens the target accepted
+  reached: Int[Array, "B G"]  # rounds in which draft position i was reached (all before it accepted)
+  hits: Int[Array, "B G"]  # ... and position i was accepted too
+
+  @classmethod
+  def init(cls, batch_size: int, positions: int) -> Counters:
+    z = jnp.zeros((batch_size,), jnp.int32)
+    zg = jnp.zeros((batch_size, positions), jnp.int32)
+    return cls(target_calls=z, draft_calls=z, drafted=z, accepted=z, reached=zg, hits=zg)
+
+  def round(
+    self, active: Bool[Array, B], drafted: int, accepted: Int[Array, B], target_calls: int = 1, draft_calls: int = 0
+  ) -> Counters:
+    """Count one round of `drafted` proposals of which the first `accepted` were accepted."""
+    a = active.astype(jnp.int32)
+    G = self.reached.shape[1]
+    i = jnp.arange(G)[None, :]
+    reached = (i <= accepted[:, None]) & (i < drafted)
+    hits = i < accepted[:, None]
+    return Counters(
+      target_calls=self.target_calls + a * target_calls,
+      draft_calls=self.draft_calls + a * draft_calls,
+      drafted=self.drafted + a * drafted,
+      accepted=self.accepted + a * accepted,
+      reached=self.reached + a[:, None] * reached,
+      hits=self.hits + a[:, None] * hits,
+    )
+
+
+@struct.dataclass
+class DecodeResult:
+  """What a compiled decoder returns."""
+
+  out: Output
+  counters: Counters
+
+
+def random_context_tokens(
+  key: jax.Array, context: Int[Array, "B S"], lengths: Int[Array, B], shape: tuple[int, ...]
+) -> Int[Array, "B ..."]:
+  """Tokens drawn uniformly from each row's context `context[b, :lengths[b]]` (Jacobi cold start)."""
+  B = context.shape[0]
+  u = jax.random.uniform(key, (B, *shape))
+  pos = jnp.floor(u * jnp.maximum(lengths, 1).reshape((B,) + (1,) * len(shape))).astype(jnp.int32)
+  flat = jnp.take_along_axis(context, pos.reshape(B, -1), axis=1)
+  return flat.reshape((B, *shape))

