@@ -38,13 +38,13 @@ run() { # name steps loss [overrides...]
 }
 run baseline 1 fkl optim.lr=0.0 # the pretrained drafter, measured by a 1-step run with learning rate 0
 run fkl "$STEPS" fkl
-run rkl "$STEPS" rkl
-run jsd "$STEPS" jsd loss_options.beta=0.5
 run tvd "$STEPS" tvd
 run tvdpp-position "$STEPS" tvdpp loss_options.norm=position
 run tvdpp-batch "$STEPS" tvdpp loss_options.norm=batch
-run tvdpp-sampled "$STEPS" tvdpp loss_options.norm=sampled
+run rkl "$STEPS" rkl
 run adaspec "$STEPS" adaspec loss_options.k=0.4 reference="$WORK/kd-fkl/final"
+run tvdpp-sampled "$STEPS" tvdpp loss_options.norm=sampled
+run jsd "$STEPS" jsd loss_options.beta=0.5
 
 for d in "$WORK"/kd-*; do
   $PY - "$d" <<'PYEOF'

@@ -65,12 +65,17 @@ def target_fingerprint(config, params) -> str:
   return h.hexdigest()
 
 
-def engine_generate(config, params, *, eos_ids, temperature, top_p, max_new_tokens, batch_size) -> Generate:
-  """The default generator: the compiled batched sampler of `specjax.decode.engine` (autoregressive)."""
+def engine_generate(
+  config, params, *, eos_ids, temperature, top_p, max_new_tokens, batch_size, vocab_size=None
+) -> Generate:
+  """The default generator: the compiled batched sampler of `specjax.decode.engine` (autoregressive).
+
+  `vocab_size` (the tokenizer's size, when the embedding table is padded past it) keeps padded ids out.
+  """
   from specjax.decode.engine import Engine
   from specjax.decode.sampling import SamplingConfig
 
-  engine = Engine(config, params, eos_ids=eos_ids)
+  engine = Engine(config, params, eos_ids=eos_ids, vocab_size=vocab_size)
   sampling = SamplingConfig(temperature=temperature, top_p=top_p)
 
   def generate(prompt_ids: Sequence[Sequence[int]], seed: int) -> list[list[int]]:
@@ -206,6 +211,7 @@ def make_data(
       top_p=top_p,
       max_new_tokens=max_new_tokens,
       batch_size=batch_size,
+      vocab_size=min(len(tokenizer), ckpt.config.vocab_size),
     )
   eos_ids = {int(e) for e in (tokenizer.eos_token_id, ckpt.config.eos_token_id) if e is not None}
   n_shards = -(-total // shard_size)

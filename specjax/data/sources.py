@@ -28,7 +28,7 @@ Where the built-in data comes from (all offline, from installed PyPI packages, i
 
 `check_disjoint(train, eval)` hashes normalised text (NFKC, case-folded, whitespace collapsed) and raises
 `SpecjaxError` on any overlap; with `eval=None` it loads every evaluation suite through
-`specjax.eval.suites.load_suite`.
+`specjax.eval.suites.load_prompts`.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def ensure_package(module: str):
 
 def eval_prompts() -> list[str]:
   """Every prompt of every evaluation suite (MT-Bench, HumanEval, GSM)."""
-  from specjax.eval.suites import load_suite
+  from specjax.eval.suites import load_prompts as load_suite
 
   out: list[str] = []
   for name in EVAL_SUITES:
