@@ -44,15 +44,33 @@ def test_loss_feeds_noised_tokens_and_scores_clean_labels(setup):
   assert float(clean) != pytest.approx(float(loss))
 
 
-def test_msn_train_cli_end_to_end(setup, capsys):
+@pytest.fixture(scope="module")
+def msn_run(setup):
   root, model, data = setup
   out = root / "run"
   argv = ["msn-train", "--config", "configs/msn/tiny.yaml", "--out", str(out), f"model={model}", f"data.path={data}"]
   assert main(argv + ["--steps", "6"]) == 0
-  records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+  return out
+
+
+def test_msn_train_cli_end_to_end(setup, msn_run, capsys):
+  root, model, _ = setup
+  records = [json.loads(line) for line in (msn_run / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in records] == list(range(1, 7)) and all(np.isfinite(r["loss"]) for r in records)
   assert "eval_loss" in records[4]
-  meta = json.loads((out / "final" / "model_config.json").read_text())
+  meta = json.loads((msn_run / "final" / "model_config.json").read_text())
   assert meta["source"] == "specjax msn-train" and meta["span"] == 3
   assert main(["msn-train", "--config", "configs/msn/tiny.yaml", "--out", str(root / "bad"), f"model={model}"]) == 2
   assert "data.path is not set" in capsys.readouterr().err
+
+
+def test_msn_model_decodes_with_jacobi_and_tr_jacobi(msn_run):
+  from specjax.decode.engine import Engine
+
+  ckpt = load_checkpoint(msn_run / "final")
+  engine = Engine(ckpt.config, ckpt.params, eos_ids=(3,), vocab_size=50)
+  prompts = [[2, 48, 7, 9, 3, 2, 49], [2, 48, 5, 3, 2, 49]]
+  ar = engine.run(prompts, "ar", max_new_tokens=8, batch_size=2)
+  for mode in ("jacobi", "tr-jacobi"):
+    run = engine.run(prompts, mode, max_new_tokens=8, batch_size=2, window=3)
+    assert [r.tokens for r in run.rows] == [r.tokens for r in ar.rows]  # lossless w.r.t. greedy decoding
