@@ -114,3 +114,12 @@ def test_missing_package_install_failure_is_a_clear_error(monkeypatch):
   with pytest.raises(SpecjaxError, match="install it by hand"):
     sources.ensure_package("specjax_no_such_module_xyz")
   assert calls and calls[0][1:4] == ["-m", "pip", "install"]
+
+
+def test_builtin_training_sources_are_disjoint_from_the_eval_suites():
+  evals = sources.eval_prompts()
+  assert len(evals) >= 300  # MT-Bench 80 + HumanEval 164 + GSM 80
+  train = sources.load_prompts("gsm:200,chat:50,summarize:5,code:5", exclude=evals)
+  assert sources.check_disjoint(train) == len(train)
+  with pytest.raises(SpecjaxError, match="appear in the evaluation suites"):
+    sources.check_disjoint(train[:3] + [evals[0].upper()])
