@@ -316,7 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-  args = build_parser().parse_args(argv)
+  parser = build_parser()
+  args, extra = parser.parse_known_args(argv)
+  if extra:  # key=value overrides may sit anywhere on the line, e.g. after --steps N
+    if not hasattr(args, "overrides") or any(not x.partition("=")[1] or x.startswith("-") for x in extra):
+      parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = list(args.overrides) + extra
   try:
     return int(args._handler(args) or 0)
   except SpecjaxError as e:

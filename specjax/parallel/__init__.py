@@ -1,0 +1,1 @@
+"""Device mesh (data, fsdp, tensor) and logical-axis sharding rules (sharding)."""

@@ -58,7 +58,8 @@ class ModelSection:
 
 @dataclasses.dataclass(frozen=True)
 class PretrainConfig:
-  tokenizer: str | None = None  # a specjax checkpoint folder (the target's) whose tokenizer is used
+  # the target's tokenizer: a specjax checkpoint folder, or a built-in target name (smollm2-135m-instruct)
+  tokenizer: str | None = None
   steps: int = 1000  # run length = schedule length (optimizer steps)
   seed: int = 0
   model: ModelSection = ModelSection()
@@ -103,6 +104,34 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
   return [] if a == b else [prefix.rstrip(".")]
 
 
+def _builtin(name: str | None) -> bool:
+  from specjax.checkpoint.convert import BUILTIN_MODELS
+
+  return name is not None and name in BUILTIN_MODELS and not Path(name).exists()
+
+
+def load_target_tokenizer(name: str):
+  """The tokenizer of a target: a specjax checkpoint folder or a built-in target name."""
+  if _builtin(name):
+    from specjax.checkpoint.convert import open_source
+
+    return open_source(name).tokenizer()
+  from specjax.checkpoint.orbax_io import load_tokenizer
+
+  return load_tokenizer(name)
+
+
+def target_embedding(name: str) -> np.ndarray:
+  """The [V, D] input embedding of a target (checkpoint folder or built-in name)."""
+  if _builtin(name):
+    from specjax.checkpoint.convert import open_source
+
+    return open_source(name).tensor("model.embed_tokens.weight")
+  from specjax.checkpoint.orbax_io import load_checkpoint
+
+  return np.asarray(load_checkpoint(name).params["embed_tokens"]["embedding"], np.float32)
+
+
 def initial_params(cfg: PretrainConfig, mcfg: LlamaConfig) -> Any:
   """Params to start from, or None for a random init (init_from / init_embed)."""
   from specjax.checkpoint.orbax_io import load_checkpoint, read_config
@@ -124,10 +153,7 @@ def initial_params(cfg: PretrainConfig, mcfg: LlamaConfig) -> Any:
   src = cfg.model.init_embed_from or cfg.tokenizer
   if src is None:
     raise SpecjaxError("model.init_embed needs a target checkpoint: set model.init_embed_from (or tokenizer)")
-  target = load_checkpoint(src)
-  emb = project_embedding(
-    np.asarray(target.params["embed_tokens"]["embedding"]), mcfg, cfg.model.init_embed, seed=cfg.seed
-  )
+  emb = project_embedding(target_embedding(src), mcfg, cfg.model.init_embed, seed=cfg.seed)
   params = jax.device_get(init_params(mcfg, jax.random.fold_in(jax.random.key(cfg.seed), 0)))
   params["embed_tokens"]["embedding"] = emb.astype(params["embed_tokens"]["embedding"].dtype)
   return params
@@ -135,7 +161,7 @@ def initial_params(cfg: PretrainConfig, mcfg: LlamaConfig) -> Any:
 
 def pretrain(cfg: PretrainConfig, out: str | Path, stop_at: int | None = None) -> LoopResult:
   """Run (or resume) pretraining into `out`; see the module docstring for the folder layout."""
-  from specjax.checkpoint.orbax_io import load_tokenizer, save_checkpoint
+  from specjax.checkpoint.orbax_io import save_checkpoint
 
   if cfg.mesh.distributed:
     initialize_distributed()
@@ -143,7 +169,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, stop_at: int | None = None) -
   if cfg.tokenizer is None:
     raise SpecjaxError(
       "no tokenizer: set tokenizer=PATH to the target's specjax checkpoint folder "
-      "(make one with `specjax import smollm2-135m-instruct --out ckpt/smollm2`)"
+      "(make one with `specjax import smollm2-135m-instruct --out ckpt/smollm2`) or tokenizer=smollm2-135m-instruct"
     )
   if stop_at is not None and stop_at < 1:
     raise SpecjaxError(f"--stop-at must be >= 1, got {stop_at}")
@@ -155,7 +181,13 @@ def pretrain(cfg: PretrainConfig, out: str | Path, stop_at: int | None = None) -
       f"data.batch_size ({cfg.data.batch_size}) must be a multiple of data x fsdp devices x optim.grad_accum ({div})"
     )
   _check_run_config(out, config_to_dict(cfg))
-  tokenizer = load_tokenizer(cfg.tokenizer)
+  tokenizer = load_target_tokenizer(cfg.tokenizer)
+  if jax.process_count() > 1:  # one process tokenizes into the shared folder, the others wait and read it
+    from jax.experimental import multihost_utils
+
+    if jax.process_index() == 0:
+      build_token_store(cfg.data, tokenizer, out / "data", vocab_size=mcfg.vocab_size)
+    multihost_utils.sync_global_devices("specjax-token-store")
   store = build_token_store(cfg.data, tokenizer, out / "data", vocab_size=mcfg.vocab_size)
   data = PackedBatches(
     store, cfg.data.batch_size, cfg.data.seq_len, cfg.data.seed, cfg.data.eval_fraction, cfg.data.eval_batches
@@ -171,9 +203,16 @@ def pretrain(cfg: PretrainConfig, out: str | Path, stop_at: int | None = None) -
 
   def final_export(state):
     final = out / "final"
-    if final.exists() or jax.process_index() != 0:
+    if final.exists():
       return
-    params = jax.device_get(state.params)
+    if jax.process_count() > 1:  # gather the global arrays on every process; process 0 writes
+      from jax.experimental import multihost_utils
+
+      params = multihost_utils.process_allgather(state.params, tiled=True)
+    else:
+      params = jax.device_get(state.params)
+    if jax.process_index() != 0:
+      return
     meta = {"source": "specjax pretrain", "steps": int(state.step), "corpus": cfg.data.source}
     save_checkpoint(final, mcfg.replace(remat=False), params, tokenizer=tokenizer, meta=meta)
     print(f"wrote specjax checkpoint {final}", flush=True)

@@ -1,0 +1,147 @@
+"""Pretraining end to end on the tiny preset: loss falls, exact resume, SIGTERM, NaN stop, bad input."""
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from tiny_tokenizer import make_corpus, make_tokenizer
+
+from specjax.checkpoint.orbax_io import load_checkpoint, save_checkpoint
+from specjax.config import config_to_dict, load_config
+from specjax.errors import SpecjaxError
+from specjax.models.llama import init_params
+from specjax.models.presets import get_preset
+from specjax.train.embed_init import project_embedding
+from specjax.train.pretrain import PretrainConfig, model_config, pretrain
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "configs" / "pretrain" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+  d = tmp_path_factory.mktemp("assets")
+  return make_tokenizer(d / "tok"), make_corpus(d / "corpus.jsonl", n_docs=300)
+
+
+def _cfg(assets, *overrides):
+  tok, corpus = assets
+  return load_config(PretrainConfig, TINY, [f"tokenizer={tok}", f"data.source={corpus}", *overrides])
+
+
+def _losses(out):
+  return [json.loads(ln)["loss"] for ln in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_loss_falls_and_resume_is_exact(tmp_path, assets):
+  full = pretrain(_cfg(assets), tmp_path / "full")
+  assert full.status == "finished" and full.step == 20
+  losses = _losses(tmp_path / "full")
+  assert len(losses) == 20 and np.mean(losses[-3:]) < losses[0] - 0.5
+  records = [json.loads(ln) for ln in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+  assert {"step", "loss", "lr", "tokens_per_s"} <= set(records[0])
+  assert "eval_loss" in records[9] and "eval_loss" in records[19]
+  assert any((tmp_path / "full" / "tensorboard").iterdir())
+
+  part = pretrain(_cfg(assets), tmp_path / "split", stop_at=10)
+  assert part.status == "stopped" and not (tmp_path / "split" / "final").exists()
+  rest = pretrain(_cfg(assets), tmp_path / "split")
+  assert rest.step == 20
+  assert _losses(tmp_path / "split") == losses  # bit-identical
+  a = load_checkpoint(tmp_path / "full" / "final")
+  b = load_checkpoint(tmp_path / "split" / "final")
+  assert a.config == model_config(_cfg(assets).model) and a.meta["steps"] == 20
+  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  assert (tmp_path / "full" / "final" / "tokenizer.json").is_file()
+  # a finished run stays finished
+  again = pretrain(_cfg(assets), tmp_path / "full")
+  assert again.step == 20 and again.last_loss is None
+
+
+def test_bad_input(tmp_path, assets):
+  tok, corpus = assets
+  with pytest.raises(SpecjaxError, match="no tokenizer"):
+    pretrain(load_config(PretrainConfig, TINY), tmp_path / "a")
+  with pytest.raises(SpecjaxError, match="does not exist"):
+    pretrain(_cfg(assets, f"data.source={tmp_path / 'nope.txt'}"), tmp_path / "b")
+  with pytest.raises(SpecjaxError, match="unknown config key"):
+    _cfg(assets, "optim.lrate=1")
+  with pytest.raises(SpecjaxError, match="multiple of"):
+    pretrain(_cfg(assets, "data.batch_size=6"), tmp_path / "c")
+  # a checkpoint of another model size
+  other = get_preset("tiny").replace(hidden_size=32)
+  save_checkpoint(tmp_path / "other", other, init_params(other, jax.random.key(0)))
+  with pytest.raises(SpecjaxError, match="another model size"):
+    pretrain(_cfg(assets, f"model.init_from={tmp_path / 'other'}"), tmp_path / "d")
+  # resuming a folder with a different model
+  (tmp_path / "e").mkdir()
+  (tmp_path / "e" / "run_config.json").write_text(json.dumps(config_to_dict(_cfg(assets))))
+  with pytest.raises(SpecjaxError, match=r"different config \(keys \['model.fields.hidden_size'\]\)"):
+    pretrain(_cfg(assets, "model.fields={hidden_size: 32}"), tmp_path / "e")
+
+
+def test_cli_reports_errors_without_traceback(tmp_path, capsys):
+  from specjax.cli import main
+
+  rc = main(["pretrain", "--config", str(TINY), "--out", str(tmp_path / "x"), "optim.bogus=1"])
+  err = capsys.readouterr().err
+  assert rc == 2 and "unknown config key" in err and "Traceback" not in err
+
+
+def test_embedding_projection():
+  cfg = get_preset("tiny").replace(hidden_size=16, num_heads=2, num_kv_heads=1)
+  rng = np.random.default_rng(0)
+  target = rng.standard_normal((cfg.vocab_size, 4)) @ rng.standard_normal((4, 48))  # rank 4
+  for method in ("pca", "projection"):
+    emb = project_embedding(target, cfg, method)
+    assert emb.shape == (cfg.vocab_size, 16)
+    np.testing.assert_allclose(emb.std(), cfg.initializer_range, rtol=1e-3)
+  # pca keeps the target's geometry: pairwise distances are preserved up to one scale
+  emb = project_embedding(target, cfg, "pca")
+  tc = target - target.mean(0)
+  d_t = np.linalg.norm(tc[:10, None] - tc[None, :10], axis=-1)
+  d_e = np.linalg.norm(emb[:10, None] - emb[None, :10], axis=-1)
+  np.testing.assert_allclose(d_e / d_e.max(), d_t / d_t.max(), atol=1e-4)
+  with pytest.raises(SpecjaxError, match="vocabulary"):
+    project_embedding(target[:10], cfg, "pca")
+
+
+def test_pluggable_loss_with_frozen_teacher():
+  """The reuse contract: loss_fn(params, batch, rng, frozen); frozen is neither donated nor trained."""
+  import jax.numpy as jnp
+
+  from specjax.models.llama import Llama
+  from specjax.parallel.sharding import MeshConfig, make_mesh, put_batch
+  from specjax.train import step as S
+  from specjax.train.optim import OptimConfig, make_optimizer
+
+  cfg = get_preset("tiny")
+  mesh = make_mesh(MeshConfig(data=2, fsdp=4))
+  tx, sched = make_optimizer(OptimConfig(lr=1e-2, warmup_steps=0), 5)
+  sh = S.state_shardings(cfg, tx, mesh)
+  teacher_sh = S.param_shardings(cfg, mesh)
+  teacher = jax.device_put(init_params(cfg, jax.random.key(7)), teacher_sh)
+  before = jax.device_get(teacher)
+
+  def loss_fn(params, batch, rng, frozen):
+    t_logits, _ = Llama(cfg).apply({"params": frozen}, batch["tokens"], batch["positions"])
+    s_logits, _ = Llama(cfg).apply({"params": params}, batch["tokens"], batch["positions"])
+    loss = jnp.mean((jax.nn.log_softmax(s_logits) - jax.nn.log_softmax(t_logits)) ** 2)
+    return loss, {"noise": jax.random.uniform(rng)}
+
+  fn = S.make_train_step(loss_fn, tx, sched, mesh, sh, frozen_shardings=teacher_sh)
+  state = S.create_state(cfg, tx, sh, seed=0)
+  toks = np.random.default_rng(0).integers(0, cfg.vocab_size, (8, 16)).astype(np.int32)
+  batch = {"tokens": toks, "positions": np.tile(np.arange(16, dtype=np.int32), (8, 1))}
+  losses, noise = [], []
+  for _ in range(4):
+    state, m = fn(state, put_batch(batch, mesh), teacher)
+    losses.append(float(m["loss"]))
+    noise.append(float(m["noise"]))
+  assert losses[-1] < losses[0]
+  assert len(set(noise)) == 4  # a fresh key every step
+  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(jax.device_get(teacher)), strict=True):
+    np.testing.assert_array_equal(a, b)  # still alive (not donated) and unchanged
