@@ -26,6 +26,8 @@ T = TypeVar("T")
 # configs/<kind>/*.yaml -> "module:Dataclass" that loads them (each stage adds its own kind here).
 CONFIG_KINDS: dict[str, str] = {
   "pretrain": "specjax.train.pretrain:PretrainConfig",
+  "distill": "specjax.train.distill:DistillConfig",
+  "msn": "specjax.train.msn:MsnConfig",
 }
 
 

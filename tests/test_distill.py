@@ -1,0 +1,134 @@
+"""specjax distill on a tiny target / drafter pair: it aligns, AdaSPEC runs in two stages, bad input is refused."""
+
+import json
+import shutil
+
+import datasets
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from align_helpers import prompts_file, tiny_checkpoint, word_generator
+
+from specjax.checkpoint.orbax_io import load_checkpoint
+from specjax.cli import main
+from specjax.config import load_config
+from specjax.data.distill_batches import ExampleBatches
+from specjax.data.distill_data import META_FILE, _features, load_distill_data, make_data
+from specjax.errors import SpecjaxError
+from specjax.losses.distill import fkl
+from specjax.models.llama import Llama
+from specjax.train.distill import DistillConfig, distill
+
+CONFIG = "configs/distill/tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+  root = tmp_path_factory.mktemp("kd")
+  target = tiny_checkpoint(root / "target", seed=0, init_scale=0.5, bigram=True)  # sharp, learnable teacher
+  student = tiny_checkpoint(root / "student", seed=1, init_scale=0.02)  # near-uniform drafter
+  data = make_data(
+    target,
+    str(prompts_file(root)),
+    root / "data",
+    num_samples=32,
+    shard_size=16,
+    check_eval=False,
+    generate=word_generator(length=32),
+  )
+  return {"root": root, "target": target, "student": student, "data": data}
+
+
+def _cfg(pair, *overrides):
+  base = [f"target={pair['target']}", f"student={pair['student']}", f"data.path={pair['data']}", "spec_eval.every=-1"]
+  return load_config(DistillConfig, CONFIG, base + list(overrides))
+
+
+def _expected_acceptance(ckpt, pair) -> float:
+  """Teacher-forced sum_v min(p, q) over every response token of the dataset."""
+  ds, _ = load_distill_data(pair["data"])
+  batch = ExampleBatches(ds, len(ds), 48, eval_examples=0).next()
+  student, target = load_checkpoint(ckpt), load_checkpoint(pair["target"])
+  tokens, pos = jnp.asarray(batch["tokens"]), jnp.asarray(batch["positions"])
+  q, _ = Llama(student.config).apply({"params": student.params}, tokens, pos)
+  p, _ = Llama(target.config).apply({"params": target.params}, tokens, pos)
+  return float(fkl(q, p, jnp.asarray(batch["loss_mask"]))[1]["expected_acceptance"])
+
+
+@pytest.fixture(scope="module")
+def fkl_run(pair):
+  out = pair["root"] / "fkl"
+  result = distill(_cfg(pair, "steps=16", "optim.lr=1e-2", "optim.min_lr_ratio=1.0"), out)
+  return out, result
+
+
+def test_short_distillation_raises_teacher_forced_acceptance(pair, fkl_run):
+  out, result = fkl_run
+  assert result.status == "finished" and result.step == 16
+  before = _expected_acceptance(pair["student"], pair)
+  after = _expected_acceptance(out / "final", pair)
+  assert after > before + 0.2, (before, after)
+  records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in records] == list(range(1, 17))
+  assert {"loss", "expected_acceptance", "grad_norm", "lr"} <= set(records[0])
+  assert "eval_expected_acceptance" in records[9] and "eval_loss" in records[-1]
+  assert records[-1]["expected_acceptance"] > records[0]["expected_acceptance"]
+  meta = json.loads((out / "final" / "model_config.json").read_text())
+  assert meta["loss"] == "fkl" and meta["source"] == "specjax distill"
+
+
+def test_adaspec_second_stage_uses_the_reference(pair, fkl_run):
+  out = pair["root"] / "adaspec"
+  ref = fkl_run[0] / "final"
+  distill(_cfg(pair, "steps=3", "loss=adaspec", f"reference={ref}", "loss_options.k=0.4"), out)
+  records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+  for r in records:
+    assert 0.38 <= r["kept_fraction"] <= 0.45  # top 40% of counted tokens (ties and interpolation included)
+    assert r["reference_acceptance"] > r["expected_acceptance"]  # the reference is the better-aligned model
+
+
+def test_bad_inputs_are_clear_errors(pair, tmp_path):
+  root = pair["root"]
+  with pytest.raises(SpecjaxError, match="k must be in"):
+    distill(_cfg(pair, "loss=adaspec", f"reference={pair['student']}", "loss_options.k=1.5"), tmp_path / "a")
+  with pytest.raises(SpecjaxError, match="needs reference"):
+    distill(_cfg(pair, "loss=adaspec"), tmp_path / "b")
+  other_vocab = tiny_checkpoint(root / "student64", seed=2, vocab=64)
+  with pytest.raises(SpecjaxError, match="vocabulary 64"):
+    distill(_cfg(pair, f"student={other_vocab}"), tmp_path / "c")
+  with pytest.raises(SpecjaxError, match="made by another target"):  # the student as a (wrong) target
+    distill(_cfg(pair, f"target={pair['student']}"), tmp_path / "d")
+  empty = tmp_path / "empty"
+  datasets.Dataset.from_dict({k: [] for k in _features()}, features=_features()).save_to_disk(str(empty))
+  shutil.copy(pair["data"] / META_FILE, empty / META_FILE)
+  with pytest.raises(SpecjaxError, match="no samples"):
+    distill(_cfg(pair, f"data.path={empty}"), tmp_path / "e")
+  with pytest.raises(SpecjaxError, match="unknown distillation loss"):
+    distill(_cfg(pair, "loss=kl"), tmp_path / "f")
+  assert not any((tmp_path / n).exists() for n in "abcdef")
+
+
+def test_cli_prints_the_error_without_traceback(pair, tmp_path, capsys):
+  argv = ["distill", "--config", CONFIG, "--out", str(tmp_path / "o"), f"target={pair['target']}"]
+  argv += [f"student={pair['student']}", f"data.path={pair['data']}", "loss=tvdpp", "loss_options.norm=vocab"]
+  assert main(argv) == 2
+  err = capsys.readouterr().err
+  assert "specjax distill: error: tvdpp norm must be one of" in err and "Traceback" not in err
+  assert np.isfinite(_expected_acceptance(pair["student"], pair))
+
+
+def test_real_speculative_measurements_and_on_policy_mixing(pair, tmp_path):
+  from specjax.train.distill import OnPolicy, OnPolicyConfig
+
+  out = tmp_path / "onpolicy"
+  cfg = _cfg(pair, "steps=4", "spec_eval.every=2", "spec_eval.temperatures=[0.0, 1.0]", "on_policy.fraction=0.5")
+  distill(cfg, out)
+  records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+  draws = OnPolicy(OnPolicyConfig(fraction=0.5), None, (3,), seed=0, batch_size=8, engine=False)
+  assert [r["on_policy"] for r in records] == [float(draws.draw(s)) for s in range(4)]
+  assert 0 < sum(r["on_policy"] for r in records) < 4  # both kinds of step happened (seeded draw)
+  for r in (records[1], records[3]):
+    for t in ("0", "1"):
+      assert 0.0 <= r[f"spec_t{t}_acceptance_rate"] <= 1.0
+      assert 1.0 <= r[f"spec_t{t}_block_efficiency"] <= cfg.spec_eval.gamma + 1
+  assert "spec_t0_acceptance_rate" not in records[0]

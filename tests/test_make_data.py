@@ -1,0 +1,155 @@
+"""make-data: dataset layout, metadata, sharded resume without duplicates or losses, clear errors."""
+
+import json
+
+import numpy as np
+import pytest
+from align_helpers import PROMPTS, prompts_file, tiny_checkpoint, word_generator
+
+from specjax.data.distill_data import META_FILE, check_same_target, load_distill_data, make_data
+from specjax.errors import SpecjaxError
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory):
+  return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "target", seed=0, init_scale=0.5)
+
+
+def _rows(path):
+  ds, _ = load_distill_data(path)
+  return [dict(r) for r in ds]
+
+
+def test_layout_and_metadata(target, tmp_path):
+  src = prompts_file(tmp_path)
+  out = make_data(
+    target,
+    str(src),
+    tmp_path / "d",
+    num_samples=15,
+    shard_size=4,
+    batch_size=4,
+    seed=3,
+    check_eval=False,
+    generate=word_generator(),
+  )
+  ds, meta = load_distill_data(out)
+  assert len(ds) == 15 and sorted(ds["sample_id"]) == list(range(15))
+  assert meta["generation"]["temperature"] == 0.7 and meta["generation"]["seed"] == 3
+  assert meta["target"]["config"]["vocab_size"] == 128 and len(meta["target"]["fingerprint"]) == 32
+  assert meta["prompts"]["count"] == len(PROMPTS) and meta["num_samples"] == 15
+  row = ds[13]
+  assert row["prompt"] == PROMPTS[13 % len(PROMPTS)]  # sample i answers prompt i mod P
+  n = row["prompt_len"]
+  assert len(row["tokens"]) == len(row["response_mask"]) and row["response_mask"] == [0] * n + [1] * (
+    len(row["tokens"]) - n
+  )
+  assert row["tokens"][n - 1] != 3 and row["finished"] and row["tokens"][-1] == 3  # ends with EOS (<|im_end|>)
+  assert row["response"] and "<|im_end|>" not in row["response"]
+  assert not (tmp_path / ".d.partial").exists()
+  assert json.loads((out / META_FILE).read_text()) == meta
+
+
+def test_resume_after_a_crash_neither_duplicates_nor_loses(target, tmp_path):
+  src = str(prompts_file(tmp_path))
+  kw = dict(num_samples=22, shard_size=5, batch_size=5, check_eval=False)
+  full = make_data(target, src, tmp_path / "ref", generate=word_generator(), **kw)
+
+  gen = word_generator()
+  calls = []
+
+  def crashing(prompt_ids, seed):
+    calls.append(seed)
+    if len(calls) == 3:
+      raise KeyboardInterrupt  # killed while generating the third shard
+    return gen(prompt_ids, seed)
+
+  with pytest.raises(KeyboardInterrupt):
+    make_data(target, src, tmp_path / "d", generate=crashing, **kw)
+  work = tmp_path / ".d.partial"
+  assert sorted(p.name for p in work.glob("shard-*")) == ["shard-00000", "shard-00001"]
+  assert not (tmp_path / "d").exists()
+
+  resumed_calls = []
+
+  def counting(prompt_ids, seed):
+    resumed_calls.append(seed)
+    return gen(prompt_ids, seed)
+
+  make_data(target, src, tmp_path / "d", generate=counting, **kw)
+  assert len(resumed_calls) == 3  # shards 2, 3, 4 only
+  got, want = _rows(tmp_path / "d"), _rows(full)
+  assert [r["sample_id"] for r in got] == list(range(22))
+  assert got == want  # exactly the rows of the uninterrupted run
+
+
+def test_resume_refuses_other_settings(target, tmp_path):
+  src = str(prompts_file(tmp_path))
+
+  def crash(prompt_ids, seed):
+    raise KeyboardInterrupt
+
+  with pytest.raises(KeyboardInterrupt):
+    make_data(target, src, tmp_path / "d", num_samples=6, shard_size=3, check_eval=False, generate=crash)
+  with pytest.raises(SpecjaxError, match="other settings"):
+    make_data(
+      target,
+      src,
+      tmp_path / "d",
+      num_samples=6,
+      shard_size=3,
+      temperature=1.0,
+      check_eval=False,
+      generate=word_generator(),
+    )
+
+
+def test_errors(target, tmp_path):
+  src = str(prompts_file(tmp_path))
+  (tmp_path / "exists").mkdir()
+  with pytest.raises(SpecjaxError, match="already exists"):
+    make_data(target, src, tmp_path / "exists", check_eval=False, generate=word_generator())
+  with pytest.raises(SpecjaxError, match="longer than max_prompt_tokens"):
+    make_data(target, src, tmp_path / "x", max_prompt_tokens=3, check_eval=False, generate=word_generator())
+  with pytest.raises(SpecjaxError, match="not a make-data output"):
+    load_distill_data(tmp_path)
+
+
+def test_other_target_is_detected(target, tmp_path):
+  from specjax.checkpoint.orbax_io import load_checkpoint
+
+  src = str(prompts_file(tmp_path))
+  out = make_data(target, src, tmp_path / "d", num_samples=3, check_eval=False, generate=word_generator())
+  _, meta = load_distill_data(out)
+  same = load_checkpoint(target)
+  check_same_target(meta, same.config, same.params)
+  other = load_checkpoint(tiny_checkpoint(tmp_path / "other", seed=1, init_scale=0.5))
+  with pytest.raises(SpecjaxError, match="made by another target"):
+    check_same_target(meta, other.config, other.params, out)
+  params = dict(same.params)
+  params["norm"] = {"scale": np.asarray(same.params["norm"]["scale"]) + 1e-3}
+  with pytest.raises(SpecjaxError, match="made by another target"):
+    check_same_target(meta, same.config, params, out)
+
+
+def test_compiled_sampler_answers_through_the_chat_template(target, tmp_path):
+  import jax.numpy as jnp
+
+  from specjax.checkpoint.orbax_io import load_checkpoint, load_tokenizer
+  from specjax.data.chat import prompt_text
+  from specjax.models.llama import Llama
+
+  src = str(prompts_file(tmp_path, PROMPTS[:5]))
+  out = make_data(target, src, tmp_path / "d", temperature=0.0, max_new_tokens=6, batch_size=4, check_eval=False)
+  ds, meta = load_distill_data(out)
+  assert len(ds) == 5 and meta["generation"]["sampler"].startswith("specjax.decode.engine")
+  tok, ckpt = load_tokenizer(target), load_checkpoint(target)
+  model = Llama(ckpt.config)
+  for row in ds:
+    n = row["prompt_len"]
+    assert row["tokens"][:n] == tok(prompt_text(tok, row["prompt"]), add_special_tokens=False)["input_ids"]
+    assert 1 <= len(row["tokens"]) - n <= 6
+    x = jnp.asarray([row["tokens"]], jnp.int32)
+    logits, _ = model.apply({"params": ckpt.params}, x, jnp.arange(x.shape[1])[None])
+    greedy = np.asarray(jnp.argmax(logits[0, n - 1 : -1, : len(tok)], -1)).tolist()
+    assert greedy == row["tokens"][n:]  # temperature 0: every response token is the target's argmax
