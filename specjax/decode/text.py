@@ -42,15 +42,9 @@ def load_engine(target: str | os.PathLike, draft: str | os.PathLike | None = Non
     if any((Path(draft) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
       check_same_tokenizer(tok, load_tokenizer(draft), draft)
     d_cfg, d_params = d.config, d.params
-  vocab = len(tok)
-  for name, cfg in (("target", tgt.config), ("draft", d_cfg)):
-    if cfg is not None and cfg.vocab_size < vocab:
-      raise SpecjaxError(
-        f"the {name} has {cfg.vocab_size} embedding rows but the target's tokenizer has {vocab} tokens; "
-        "draft and target must share the target's vocabulary"
-      )
+  # The Engine refuses a model with fewer embedding rows than the tokenizer has tokens.
   engine = Engine(
-    tgt.config, tgt.params, d_cfg, d_params, eos_ids=eos_ids(tok, tgt.config), vocab_size=vocab, max_len=max_len
+    tgt.config, tgt.params, d_cfg, d_params, eos_ids=eos_ids(tok, tgt.config), vocab_size=len(tok), max_len=max_len
   )
   return engine, tok
 

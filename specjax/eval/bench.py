@@ -6,10 +6,10 @@ speedup_vs_ar, compile_s, wall_s, model_call_s, loop_overhead.
 
 With `repeat` > 1 each combination runs that many times and the fastest run is kept (same seed, so the
 same tokens; the least disturbed timing). speedup_vs_ar divides by the target-only autoregressive run at the same temperature and batch size
-(always run, even when `ar` is not asked for). model_call_s is what the run's model calls cost when
-timed alone (each call shape jitted by itself, median of several runs, times the number of times the
-loop made it); loop_overhead = wall_s / model_call_s - 1 is what the compiled loop adds on top
-(acceptance, sampling, cache bookkeeping, while-loop control).
+(always run, even when `ar` is not asked for). model_call_s is what the run's model calls cost alone:
+`CallReplay` makes the same calls (shapes, count, order) as separately jitted calls, fastest of
+`repeat` replays; loop_overhead = wall_s / model_call_s - 1 is what the compiled loop adds on top
+(drafting control, acceptance, sampling, cache bookkeeping, while-loop control).
 """
 
 from __future__ import annotations
@@ -28,65 +28,75 @@ from specjax.decode.tree import TokenTree
 from specjax.errors import SpecjaxError
 
 
-def _time(fn, *args, reps: int = 5) -> float:
-  """Fastest of `reps` timed calls (after a warm-up call that also compiles): the least disturbed by
-  other work on the machine, like the fastest of `--repeat` decoding runs it is compared with."""
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return min(times)
+class CallReplay:
+  """Replays the model calls of a decode, one separately jitted call at a time, to time them alone.
 
-
-class CallTimer:
-  """Times single model calls (one jitted forward per model, one measurement per call shape)."""
+  The replay makes the same calls as the compiled loop (same shapes, same count, in loop order: the
+  prefill(s), then per iteration the target call and the draft calls) on a cache filled to the middle
+  of the run, waiting for each, and returns the total wall time. Timing calls over the same span as
+  the decode, rather than one call at a time, exposes both to the same background load.
+  """
 
   def __init__(self, engine: Engine):
     self.engine = engine
-    self.costs: dict[tuple, float] = {}
+    self._calls: dict[tuple, object] = {}
     self._fns = {}
 
   def _fn(self, which: str):
     if which not in self._fns:
       cfg = self.engine.target_cfg if which == "target" else self.engine.draft_cfg
       vocab = self.engine.vocab_size
-      self._fns[which] = jax.jit(lambda p, t, pos, c, m: forward(cfg, p, t, pos, c, m, vocab)[0])
+      # Logits and the written cache, as in the loop (returning only logits would let XLA drop the writes).
+      self._fns[which] = jax.jit(lambda p, t, pos, c, m: forward(cfg, p, t, pos, c, m, vocab))
     return self._fns[which]
 
-  def cost(self, which: str, batch: int, T: int, cache_size: int, fill: int, mask=None) -> float:
-    """Seconds for one forward of T tokens per row on a cache of `cache_size` slots holding `fill`."""
+  def call(self, which: str, batch: int, T: int, cache_size: int, fill: int, mask=None):
+    """A ready-to-run thunk: one forward of T tokens per row on a cache holding `fill` tokens."""
     key = (which, batch, T, cache_size, fill, mask is not None)
-    if key not in self.costs:
+    if key not in self._calls:
       e = self.engine
       cfg, params = (e.target_cfg, e.target_params) if which == "target" else (e.draft_cfg, e.draft_params)
       cache = cfg.init_cache(batch, cache_size).rollback(jnp.full((batch,), fill, jnp.int32))
       tokens = jnp.zeros((batch, T), jnp.int32)
       positions = fill + jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (batch, T))
-      self.costs[key] = _time(self._fn(which), params, tokens, positions, cache, mask)
-    return self.costs[key]
+      fn = self._fn(which)
+      thunk = lambda: jax.block_until_ready(fn(params, tokens, positions, cache, mask))  # noqa: E731
+      thunk()  # compile and warm up
+      self._calls[key] = thunk
+    return self._calls[key]
 
-  def run_seconds(self, run: RunResult, mode: str, gamma: int, window: int, tree: TokenTree | None) -> float:
-    """What the model calls of `run` cost when timed alone (see the module docstring)."""
-    total = 0.0
+  def plan(self, run: RunResult, mode: str, gamma: int, window: int, tree: TokenTree | None) -> list:
+    """[(prefill calls, per-iteration calls, iterations)] for each batch of `run`."""
+    out = []
     for b in run.batches:
       B, P, S, it = b["batch_size"], b["bucket"], b["cache_size"], b["iterations"]
       mid = P + (S - P) // 2  # a typical cache fill during the run
-      total += self.cost("target", B, P, S, 0)
+      pre, step = [self.call("target", B, P, S, 0)], []
       if mode == "ar":
-        total += it * self.cost("target", B, 1, S, mid)
+        step = [self.call("target", B, 1, S, mid)]
       elif mode == "spec":
-        total += self.cost("draft", B, P, S, 0)
-        total += it * (self.cost("target", B, gamma + 1, S, mid) + self.cost("draft", B, 2, S, mid))
-        total += it * (gamma - 1) * self.cost("draft", B, 1, S, mid)
+        pre.append(self.call("draft", B, P, S, 0))
+        step = [self.call("draft", B, 2, S, mid)] + [self.call("draft", B, 1, S, mid)] * (gamma - 1)
+        step.append(self.call("target", B, gamma + 1, S, mid))
       elif mode == "jacobi":
-        total += it * self.cost("target", B, window + 1, S, mid)
+        step = [self.call("target", B, window + 1, S, mid)]
       else:
         n = tree.num_nodes + 1
-        mask = jnp.broadcast_to(jnp.asarray(tree.arrays["mask"]), (B, n, n))
-        total += it * self.cost("target", B, n, S, mid, mask=mask)
-    return total
+        step = [self.call("target", B, n, S, mid, mask=jnp.broadcast_to(jnp.asarray(tree.arrays["mask"]), (B, n, n)))]
+      out.append((pre, step, it))
+    return out
+
+  def seconds(self, run: RunResult, mode: str, gamma: int, window: int, tree: TokenTree | None) -> float:
+    """Wall time of replaying every model call of `run` (see the class docstring)."""
+    plan = self.plan(run, mode, gamma, window, tree)
+    t0 = time.perf_counter()
+    for pre, step, iterations in plan:
+      for call in pre:
+        call()
+      for _ in range(iterations):
+        for call in step:
+          call()
+    return time.perf_counter() - t0
 
 
 def bench(
@@ -118,7 +128,7 @@ def bench(
     if g < 1:
       raise SpecjaxError(f"gamma must be >= 1, got {g}")
   tree = tree or TokenTree.default()
-  timer = CallTimer(engine)
+  replay = CallReplay(engine)
   records = []
   for batch_size in batch_sizes:
     for temperature in temperatures:
@@ -165,7 +175,7 @@ def bench(
           "wall_s": run.wall_s,
         }
         if measure_overhead:
-          rec["model_call_s"] = timer.run_seconds(run, mode, gamma or 1, window, tree)
+          rec["model_call_s"] = min(replay.seconds(run, mode, gamma or 1, window, tree) for _ in range(repeat))
           rec["loop_overhead"] = run.wall_s / rec["model_call_s"] - 1.0
         if mode != "ar" or "ar" in modes:
           records.append(rec)
