@@ -1,6 +1,6 @@
 """Print a Markdown table of the final measurements of distillation runs (their last metrics.jsonl record).
 
-    python scripts/alignment_table.py runs/kd-fkl runs/kd-tvdpp ...
+python scripts/alignment_table.py runs/kd-fkl runs/kd-tvdpp ...
 """
 
 import json
