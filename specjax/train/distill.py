@@ -38,7 +38,7 @@ from specjax.config import config_to_dict
 from specjax.errors import SpecjaxError
 from specjax.losses.distill import make_loss
 from specjax.parallel.sharding import MeshConfig, batch_divisor, initialize_distributed, make_mesh, put_batch
-from specjax.train.loop import CheckpointConfig, LogConfig, LoopResult, run_loop
+from specjax.train.loop import CheckpointConfig, LogConfig, LoopResult, gather_params, run_loop
 from specjax.train.optim import OptimConfig, make_optimizer
 
 
@@ -306,9 +306,11 @@ def distill(cfg: DistillConfig, out: str | Path, stop_at: int | None = None) -> 
 
   def final_export(state):
     final = out / "final"
-    if final.exists() or jax.process_index() != 0:
+    if final.exists():
       return
-    params = jax.device_get(state.params)
+    params = gather_params(state.params)  # every process joins; process 0 writes
+    if params is None:
+      return
     meta_out = {
       "source": "specjax distill",
       "loss": cfg.loss,

@@ -142,6 +142,18 @@ class _Metrics:
         self.tb.close()
 
 
+def gather_params(params: Any) -> Any | None:
+  """Host copies of (possibly sharded) parameters for the final export: on several hosts every process
+  joins the all-gather and only process 0 gets the tree back (the others get None)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    params = multihost_utils.process_allgather(params, tiled=True)
+  else:
+    params = jax.device_get(params)
+  return params if jax.process_index() == 0 else None
+
+
 def evaluate(eval_step, params, batches, frozen, mesh) -> float | None:
   """Mean eval loss over the held-out batches, weighted by their counted tokens when reported."""
   if eval_step is None or not batches:

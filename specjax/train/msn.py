@@ -19,13 +19,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import jax
-
 from specjax.config import config_to_dict
 from specjax.errors import SpecjaxError
 from specjax.parallel.sharding import MeshConfig, batch_divisor, initialize_distributed, make_mesh
 from specjax.train.distill import DistillDataConfig
-from specjax.train.loop import CheckpointConfig, LogConfig, LoopResult, run_loop
+from specjax.train.loop import CheckpointConfig, LogConfig, LoopResult, gather_params, run_loop
 from specjax.train.optim import OptimConfig, make_optimizer
 
 
@@ -121,11 +119,14 @@ def msn_train(cfg: MsnConfig, out: str | Path, stop_at: int | None = None) -> Lo
 
   def final_export(state):
     final = out / "final"
-    if final.exists() or jax.process_index() != 0:
+    if final.exists():
+      return
+    params = gather_params(state.params)  # every process joins; process 0 writes
+    if params is None:
       return
     info = {"source": "specjax msn-train", "span": cfg.span, "steps": int(state.step), "base": cfg.model}
     info["data"] = cfg.data.path
-    save_checkpoint(final, saved, jax.device_get(state.params), tokenizer=tokenizer, meta=info)
+    save_checkpoint(final, saved, params, tokenizer=tokenizer, meta=info)
     print(f"wrote specjax checkpoint {final}", flush=True)
 
   return run_loop(

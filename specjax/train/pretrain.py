@@ -28,7 +28,7 @@ from specjax.errors import SpecjaxError
 from specjax.models.llama import LlamaConfig
 from specjax.models.presets import get_preset
 from specjax.parallel.sharding import MeshConfig, batch_divisor, initialize_distributed, make_mesh
-from specjax.train.loop import CheckpointConfig, LogConfig, LoopResult, run_loop
+from specjax.train.loop import CheckpointConfig, LogConfig, LoopResult, gather_params, run_loop
 from specjax.train.optim import OptimConfig, make_optimizer
 from specjax.train.step import (
   abstract_state,
@@ -205,13 +205,8 @@ def pretrain(cfg: PretrainConfig, out: str | Path, stop_at: int | None = None) -
     final = out / "final"
     if final.exists():
       return
-    if jax.process_count() > 1:  # gather the global arrays on every process; process 0 writes
-      from jax.experimental import multihost_utils
-
-      params = multihost_utils.process_allgather(state.params, tiled=True)
-    else:
-      params = jax.device_get(state.params)
-    if jax.process_index() != 0:
+    params = gather_params(state.params)  # every process joins; process 0 writes
+    if params is None:
       return
     meta = {"source": "specjax pretrain", "steps": int(state.step), "corpus": cfg.data.source}
     save_checkpoint(final, mcfg.replace(remat=False), params, tokenizer=tokenizer, meta=meta)
