@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from specjax.data.packing import EpochShuffle
 from specjax.errors import SpecjaxError
 
 KEYS = ("tokens", "targets", "positions", "loss_mask", "response_mask")
@@ -87,14 +88,7 @@ class ExampleBatches:
       raise SpecjaxError(f"the dataset has {n} samples: too few to train on; generate more with make-data")
     self.num_eval_batches = eval_batches
     self.batches = 0
-    self._epoch, self._perm = -1, None
-
-  def _row(self, j: int) -> int:
-    epoch, pos = divmod(j, len(self.train_rows))
-    if epoch != self._epoch:
-      self._epoch = epoch
-      self._perm = self.train_rows[np.random.default_rng([self.seed, epoch]).permutation(len(self.train_rows))]
-    return int(self._perm[pos])
+    self._row = EpochShuffle(self.train_rows, seed)
 
   def _batch(self, rows: Sequence[int]) -> dict[str, np.ndarray]:
     batch = empty_batch(self.batch_size, self.seq_len)

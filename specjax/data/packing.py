@@ -36,6 +36,22 @@ def segment_attention_mask(segment_ids: Int[Array, "B T"]) -> Bool[Array, "B T T
   return same & jnp.tril(jnp.ones((T, T), bool))[None]
 
 
+class EpochShuffle:
+  """The j-th training row of an endless stream of epochs, each a fresh permutation of `rows` seeded by
+  (seed, epoch): a pure function of j, so a resumed run sees exactly the rows an unbroken one would."""
+
+  def __init__(self, rows: np.ndarray, seed: int):
+    self.rows, self.seed = rows, seed
+    self._epoch, self._perm = -1, rows
+
+  def __call__(self, j: int) -> int:
+    epoch, pos = divmod(j, len(self.rows))
+    if epoch != self._epoch:  # one permutation per epoch, kept until the stream moves on
+      self._epoch = epoch
+      self._perm = self.rows[np.random.default_rng([self.seed, epoch]).permutation(len(self.rows))]
+    return int(self._perm[pos])
+
+
 def empty_batch(batch_size: int, seq_len: int) -> dict[str, np.ndarray]:
   z = np.zeros((batch_size, seq_len), np.int32)
   return {
@@ -100,18 +116,11 @@ class PackedBatches:
     self.train_rows = np.sort(split[n_eval:])
     self.num_eval_batches = eval_batches
     self.batches = 0
-    self._epoch, self._perm = -1, None
+    self._row = EpochShuffle(self.train_rows, seed)
 
   @property
   def rows_per_epoch(self) -> int:
     return len(self.train_rows)
-
-  def _row(self, j: int) -> int:
-    epoch, pos = divmod(j, len(self.train_rows))
-    if epoch != self._epoch:
-      self._epoch = epoch
-      self._perm = self.train_rows[np.random.default_rng([self.seed, epoch]).permutation(len(self.train_rows))]
-    return int(self._perm[pos])
 
   def batch_at(self, k: int) -> dict[str, np.ndarray]:
     batch = empty_batch(self.batch_size, self.seq_len)
