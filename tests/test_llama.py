@@ -137,10 +137,10 @@ def test_cache_compact_moves_path(params):
   count = jnp.array([2, 1])
   out = cache.compact(start, src, count)
   np.testing.assert_array_equal(out.lengths, [4, 4])
-  np.testing.assert_array_equal(out.k[:, 0, 2:4], cache.k[:, 0, jnp.array([5, 7])])
-  np.testing.assert_array_equal(out.k[:, 1, 3], cache.k[:, 1, 4])
-  np.testing.assert_array_equal(out.v[:, 1, 4:], cache.v[:, 1, 4:])  # untouched past the count
-  np.testing.assert_array_equal(out.k[:, 0, :2], cache.k[:, 0, :2])  # prefix untouched
+  np.testing.assert_array_equal(jnp.stack(out.k)[:, 0, 2:4], jnp.stack(cache.k)[:, 0, jnp.array([5, 7])])
+  np.testing.assert_array_equal(jnp.stack(out.k)[:, 1, 3], jnp.stack(cache.k)[:, 1, 4])
+  np.testing.assert_array_equal(jnp.stack(out.v)[:, 1, 4:], jnp.stack(cache.v)[:, 1, 4:])  # untouched past the count
+  np.testing.assert_array_equal(jnp.stack(out.k)[:, 0, :2], jnp.stack(cache.k)[:, 0, :2])  # prefix untouched
 
 
 def test_presets_and_7b_shape():

@@ -35,7 +35,7 @@ from specjax.decode.common import DecodeSettings
 from specjax.decode.sampling import SamplingConfig
 from specjax.decode.tree import TokenTree
 from specjax.errors import SpecjaxError
-from specjax.models.llama import LlamaConfig
+from specjax.models.llama import LlamaConfig, decode_layout
 
 DECODERS = {
   "ar": autoregressive.decode,
@@ -108,7 +108,11 @@ class Engine:
     max_len: int | None = None,
     compiler_options: dict[str, Any] | None = None,
   ):
-    # On the device once (a checkpoint may hold host numpy arrays, which would be copied every call).
+    # The decode-time parameter layout, on the device once (a checkpoint may hold host numpy arrays,
+    # which would be copied every call).
+    target_cfg, target_params = decode_layout(target_cfg, target_params)
+    if draft_cfg is not None:
+      draft_cfg, draft_params = decode_layout(draft_cfg, draft_params)
     self.target_cfg, self.target_params = target_cfg, jax.device_put(target_params)
     self.draft_cfg, self.draft_params = draft_cfg, jax.device_put(draft_params)
     self.eos_ids = tuple(sorted({int(e) for e in eos_ids}))

@@ -2,6 +2,10 @@
 
 Shapes use the house letters: L layers, B batch, S cache slots, K kv heads, Dh head dim.
 
+Keys and values are held as one [B, S, K, Dh] array per layer (a tuple of L), not one stacked
+[L, ...] array: inside a compiled decode loop each layer's buffer is then updated in place, whereas
+writing one layer of a stacked array made XLA copy the whole stack for every layer of every step.
+
 A model call with T new tokens writes their keys and values at slots `lengths[b] .. lengths[b] + T - 1`
 of row b and returns the cache with `lengths + T`. Nothing else ever moves, so:
 - rollback (speculative rejection) is `cache.replace(lengths=accepted_lengths)`: slots past the length
@@ -27,28 +31,32 @@ from jaxtyping import Array, Bool, Float, Int
 class KVCache:
   """Per-layer keys and values plus the number of valid slots of each row."""
 
-  k: Float[Array, "L B S K Dh"]
-  v: Float[Array, "L B S K Dh"]
-  lengths: Int[Array, B]
+  k: tuple[Float[Array, "B S K Dh"], ...]  # one per layer
+  v: tuple[Float[Array, "B S K Dh"], ...]
+  lengths: Int[Array, "B"]
 
   @property
   def size(self) -> int:
     """S, the number of slots of each row."""
-    return self.k.shape[2]
+    return self.k[0].shape[1]
 
   @property
   def batch_size(self) -> int:
-    return self.k.shape[1]
+    return self.k[0].shape[0]
+
+  @property
+  def num_layers(self) -> int:
+    return len(self.k)
 
   @classmethod
   def init(
     cls, num_layers: int, batch_size: int, size: int, num_kv_heads: int, head_dim: int, dtype=jnp.float32
   ) -> KVCache:
     """An empty cache (all lengths 0)."""
-    shape = (num_layers, batch_size, size, num_kv_heads, head_dim)
+    shape = (batch_size, size, num_kv_heads, head_dim)
     return cls(
-      k=jnp.zeros(shape, dtype),
-      v=jnp.zeros(shape, dtype),
+      k=tuple(jnp.zeros(shape, dtype) for _ in range(num_layers)),
+      v=tuple(jnp.zeros(shape, dtype) for _ in range(num_layers)),
       lengths=jnp.zeros((batch_size,), jnp.int32),
     )
 
@@ -66,22 +74,20 @@ class KVCache:
     """
     P = src.shape[1]
 
-    def one_row(k, v, s0, idx, n):  # k, v: [L, S, K, Dh]
-      gathered_k = jnp.take(k, idx, axis=1)  # [L, P, K, Dh]
-      gathered_v = jnp.take(v, idx, axis=1)
+    def one_row(x, s0, idx, n):  # x: [S, K, Dh]
+      gathered = jnp.take(x, idx, axis=0)  # [P, K, Dh]
       dst = s0 + jnp.arange(P)
-      keep = jnp.arange(P) < n
       # Slots past `count` get their own current value back, i.e. stay unchanged.
-      cur_k = jnp.take(k, jnp.minimum(dst, k.shape[1] - 1), axis=1)
-      cur_v = jnp.take(v, jnp.minimum(dst, v.shape[1] - 1), axis=1)
-      new_k = jnp.where(keep[None, :, None, None], gathered_k, cur_k)
-      new_v = jnp.where(keep[None, :, None, None], gathered_v, cur_v)
-      k = jax.lax.dynamic_update_slice_in_dim(k, new_k, s0, axis=1)
-      v = jax.lax.dynamic_update_slice_in_dim(v, new_v, s0, axis=1)
-      return k, v
+      current = jnp.take(x, jnp.minimum(dst, x.shape[0] - 1), axis=0)
+      new = jnp.where((jnp.arange(P) < n)[:, None, None], gathered, current)
+      return jax.lax.dynamic_update_slice_in_dim(x, new, s0, axis=0)
 
-    k, v = jax.vmap(one_row, in_axes=(1, 1, 0, 0, 0), out_axes=(1, 1))(self.k, self.v, start, src, count)
-    return KVCache(k=k, v=v, lengths=(start + count).astype(jnp.int32))
+    move = jax.vmap(one_row)
+    return KVCache(
+      k=tuple(move(x, start, src, count) for x in self.k),
+      v=tuple(move(x, start, src, count) for x in self.v),
+      lengths=(start + count).astype(jnp.int32),
+    )
 
 
 def write(

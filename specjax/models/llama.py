@@ -59,6 +59,11 @@ class LlamaConfig:
   dtype: str = "float32"  # compute dtype
   param_dtype: str = "float32"
   remat: bool = False  # rematerialise each block in the backward pass (training memory)
+  # Layer parameter layout. True: one `nn.scan` block with [L, ...] stacked parameters (flat compile time
+  # in depth; the training layout). False: L separate blocks `layers_0 .. layers_{L-1}` (XLA CPU decodes
+  # this about 2x faster: it does not slice the stacked weights on every layer). `decode_layout`
+  # converts a checkpoint's parameters once at load.
+  scan_layers: bool = True
 
   def __post_init__(self):
     for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads"):
@@ -243,15 +248,29 @@ class Llama(nn.Module):
     block = Block
     if cfg.remat:
       block = nn.remat(Block, prevent_cse=False)
-    stack = nn.scan(
-      block,
-      variable_axes={"params": 0},
-      split_rngs={"params": True},
-      in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
-      length=cfg.num_layers,
-      metadata_params={nn.PARTITION_NAME: "layers"},
-    )(cfg, name="layers")
-    x, kv = stack(x, kv, cos, sin, mask, lengths)
+    if cfg.scan_layers:
+      stack = nn.scan(
+        block,
+        variable_axes={"params": 0},
+        split_rngs={"params": True},
+        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+        length=cfg.num_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+      )(cfg, name="layers")
+      stacked = None if kv is None else (jnp.stack(kv[0]), jnp.stack(kv[1]))
+      x, stacked = stack(x, stacked, cos, sin, mask, lengths)
+      if kv is not None:
+        kv = (tuple(stacked[0]), tuple(stacked[1]))
+    else:
+      new_k, new_v = [], []
+      for i in range(cfg.num_layers):
+        layer_kv = None if kv is None else (kv[0][i], kv[1][i])
+        x, layer_kv = block(cfg, name=f"layers_{i}")(x, layer_kv, cos, sin, mask, lengths)
+        if kv is not None:
+          new_k.append(layer_kv[0])
+          new_v.append(layer_kv[1])
+      if kv is not None:
+        kv = (tuple(new_k), tuple(new_v))
     x = RMSNorm(cfg, name="norm")(x)
 
     if cfg.tie_embeddings:
@@ -263,6 +282,22 @@ class Llama(nn.Module):
     if cache is not None:
       cache = KVCache(k=kv[0], v=kv[1], lengths=cache.lengths + T)
     return logits, cache
+
+
+def decode_layout(cfg: LlamaConfig, params: dict) -> tuple[LlamaConfig, dict]:
+  """The same model with the parameter layout XLA decodes fastest: one parameter set per layer instead
+  of `nn.scan`'s stacked [L, ...] arrays, which XLA CPU slices on every layer of every call, and for a
+  tied head a pre-transposed [D, V] copy of the embedding as `lm_head` (inside a decode loop XLA
+  otherwise transposes the whole table for `embed.attend` on every step). The function is unchanged."""
+  out = {k: v for k, v in params.items() if k != "layers"}
+  if cfg.scan_layers:
+    for i in range(cfg.num_layers):
+      out[f"layers_{i}"] = jax.tree.map(lambda x, i=i: x[i], params["layers"])
+  else:
+    out.update({k: v for k, v in params.items() if k.startswith("layers_")})
+  if cfg.tie_embeddings:
+    out["lm_head"] = {"kernel": jnp.asarray(params["embed_tokens"]["embedding"]).T}
+  return cfg.replace(scan_layers=False, tie_embeddings=False), out
 
 
 def init_params(cfg: LlamaConfig, key: jax.Array) -> dict:
