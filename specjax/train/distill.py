@@ -98,7 +98,7 @@ def check_vocab(student_cfg, target_cfg, student_path: str, target_path: str) ->
   if student_cfg.vocab_size != target_cfg.vocab_size:
     raise SpecjaxError(
       f"the drafter {student_path} has vocabulary {student_cfg.vocab_size} but the target {target_path} has "
-      f"{target_cfg.vocab_size}; distillation needs a drafter built for the target's tokenizer"
+      f"{target_cfg.vocab_size}; the drafter must use the target's tokenizer, whatever its model family"
     )
 
 
