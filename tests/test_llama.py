@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from specjax.errors import SpecjaxError
-from specjax.models.llama import Llama, LlamaConfig, count_params, init_params, param_shapes
+from specjax.models.llama import Llama, LlamaConfig, count_params, decode_layout, init_params, param_shapes
+from specjax.models.registry import model_for
 from specjax.models.presets import PRESETS, get_preset
 
 CFG = get_preset("tiny")
@@ -158,3 +159,20 @@ def test_bad_config():
     LlamaConfig(vocab_size=8, hidden_size=8, intermediate_size=8, num_layers=1, num_heads=3, num_kv_heads=2)
   with pytest.raises(SpecjaxError, match="unknown keys"):
     LlamaConfig.from_dict({"vocab_size": 8, "bogus": 1})
+
+
+def test_decode_layout_same_function(params):
+  """The unstacked decode layout (and its pre-transposed tied head) computes the same logits and cache."""
+  for cfg in (CFG, CFG.replace(tie_embeddings=True)):
+    p = init_params(cfg, jax.random.key(3))
+    dcfg, dparams = decode_layout(cfg, p)
+    assert not dcfg.scan_layers and not dcfg.tie_embeddings and "layers" not in dparams
+    tokens, pos = _tokens(5, 2, 9), _pos(2, 9)
+    full = model_for(cfg).apply({"params": p}, tokens, pos)[0]
+    chex.assert_trees_all_close(model_for(dcfg).apply({"params": dparams}, tokens, pos)[0], full, atol=1e-5)
+    cache_a, cache_b = cfg.init_cache(2, 12), dcfg.init_cache(2, 12)
+    la, cache_a = model_for(cfg).apply({"params": p}, tokens, pos, cache_a)
+    lb, cache_b = model_for(dcfg).apply({"params": dparams}, tokens, pos, cache_b)
+    chex.assert_trees_all_close(lb, la, atol=1e-5)
+    chex.assert_trees_all_close(cache_b, cache_a, atol=1e-6)
+    assert "scan_layers" not in cfg.to_dict()  # a run-time layout, never saved

@@ -28,7 +28,8 @@ from jaxtyping import Array, Bool, Float, Int
 from specjax.decode import sampling
 from specjax.decode.sampling import SamplingConfig
 from specjax.models.kv_cache import KVCache
-from specjax.models.llama import Llama, LlamaConfig
+from specjax.models.llama import LlamaConfig
+from specjax.models.registry import model_for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +71,7 @@ def forward(
   vocab_size: int | None = None,
 ) -> tuple[Float[Array, "B T V"], KVCache]:
   """One model call; logits cut to the shared vocabulary (padded embedding rows are never chosen)."""
-  logits, cache = Llama(cfg).apply({"params": params}, tokens, positions, cache, attn_mask)
+  logits, cache = model_for(cfg).apply({"params": params}, tokens, positions, cache, attn_mask)
   if vocab_size is not None and vocab_size < logits.shape[-1]:
     logits = logits[..., :vocab_size]
   return logits, cache

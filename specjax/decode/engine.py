@@ -120,15 +120,15 @@ class Engine:
     if vocab_size is None:
       if len(set(sizes)) > 1:
         raise SpecjaxError(
-          f"the draft's vocabulary ({sizes[1]}) differs from the target's ({sizes[0]}); speculative decoding needs "
-          "a draft with the target's tokenizer (pass the shared tokenizer size as vocab_size if one embedding table "
-          "is only padded)"
+          f"the draft's vocabulary ({sizes[1]}) differs from the target's ({sizes[0]}); the draft must use the "
+          "target's tokenizer, whatever its model family (pass the shared tokenizer size as vocab_size if one "
+          "embedding table is only padded)"
         )
       vocab_size = sizes[0]
     if vocab_size > min(sizes):
       raise SpecjaxError(
         f"the tokenizer has {vocab_size} tokens but a model has only {min(sizes)} embedding rows; "
-        "the draft and target must share the target's vocabulary"
+        "the draft must use the target's tokenizer"
       )
     self.vocab_size = vocab_size
     self.max_len = max_len or target_cfg.max_position_embeddings

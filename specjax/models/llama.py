@@ -1,13 +1,17 @@
-"""A Llama-family decoder in Flax linen.
+"""The decoder of every supported family (Llama 2/3.x, Mistral, Qwen2/2.5, Qwen3) in Flax linen.
 
-RMSNorm, rotary embeddings in the Hugging Face rotate-half layout, grouped-query attention, SwiGLU MLP,
-tied or untied embeddings. Parameters and compute have separate dtypes; normalisation statistics,
-softmax and logits are float32. Layers are stacked with `nn.scan` (one compiled block, parameters with
-a leading L axis), which keeps compile time flat in depth.
+RMSNorm, rotary embeddings in the Hugging Face rotate-half layout (plain, `linear` or `llama3` scaled),
+grouped-query attention (optional q/k/v biases, optional per-head RMSNorm on q and k), SwiGLU MLP,
+tied or untied embeddings. A family is data: `ModelConfig.architecture` plus the feature fields it
+implies (`FAMILY_FEATURES`); build the module with `specjax.models.registry.model_for(cfg)`.
+Parameters and compute have separate dtypes; normalisation statistics, softmax and logits are float32.
+Layers are stacked with `nn.scan` (one compiled block, parameters with a leading L axis), which keeps
+compile time flat in depth; decoding uses `decode_layout` (one parameter set per layer, which XLA CPU
+runs about twice as fast inside a decode loop), converted once at load.
 
 One call serves every use:
 
-    logits, cache = Llama(cfg).apply({"params": params}, tokens, positions, cache, attn_mask)
+    logits, cache = model_for(cfg).apply({"params": params}, tokens, positions, cache, attn_mask)
 
 - `cache=None` (training, scoring): attention over the T tokens only, causal unless `attn_mask`
   [B, T, T] says otherwise (packed documents pass a block-diagonal causal mask).
@@ -28,6 +32,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from specjax.errors import SpecjaxError
@@ -37,10 +42,36 @@ from specjax.models.kv_cache import KVCache
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 NEG_INF = -1e30
 
+# What the layers of each family have; `qkv_bias` / `qk_norm` left as None take these values, and an
+# explicit value that contradicts the family is refused (the model could not be exported as that family).
+# A new family is one row here, one in `specjax.checkpoint.hf.FAMILIES`, and a parity test.
+FAMILY_FEATURES: dict[str, dict[str, bool]] = {
+  "llama": {"qkv_bias": False, "qk_norm": False},
+  "mistral": {"qkv_bias": False, "qk_norm": False},
+  "qwen2": {"qkv_bias": True, "qk_norm": False},
+  "qwen3": {"qkv_bias": False, "qk_norm": True},
+}
+ROPE_TYPES = ("default", "linear", "llama3")
+# Fields added with the model families: `to_dict` writes them only where they differ from what their
+# absence means, so configs (and dataset fingerprints) of models written before them are unchanged.
+_FAMILY_FIELDS = (
+  "architecture",
+  "qkv_bias",
+  "qk_norm",
+  "rope_type",
+  "rope_factor",
+  "rope_low_freq_factor",
+  "rope_high_freq_factor",
+  "rope_original_max_positions",
+)
+
 
 @dataclasses.dataclass(frozen=True)
-class LlamaConfig:
-  """Architecture and numerics of a Llama-family model (hashable, so it can be a static argument)."""
+class ModelConfig:
+  """Architecture and numerics of a decoder of any supported family (hashable: a static argument).
+
+  A `model_config.json` without `architecture` (written before the families) means "llama".
+  """
 
   vocab_size: int
   hidden_size: int  # D
@@ -51,6 +82,14 @@ class LlamaConfig:
   head_dim: int | None = None  # Dh; defaults to D // H
   rope_theta: float = 10000.0
   rms_norm_eps: float = 1e-5
+  architecture: str = "llama"  # one of FAMILY_FEATURES
+  qkv_bias: bool | None = None  # biases on the q, k, v projections (Qwen2); None = the family's value
+  qk_norm: bool | None = None  # RMSNorm over Dh on each q and k head before RoPE (Qwen3); None = the family's
+  rope_type: str = "default"  # one of ROPE_TYPES
+  rope_factor: float = 1.0  # linear, llama3: how far the context was stretched
+  rope_low_freq_factor: float = 1.0  # llama3
+  rope_high_freq_factor: float = 4.0  # llama3
+  rope_original_max_positions: int | None = None  # llama3: the pretraining context; None = max_position_embeddings
   tie_embeddings: bool = False
   max_position_embeddings: int = 2048
   initializer_range: float = 0.02
@@ -83,10 +122,41 @@ class LlamaConfig:
     for name in ("dtype", "param_dtype"):
       if getattr(self, name) not in DTYPES:
         raise SpecjaxError(f"model config: {name} must be one of {sorted(DTYPES)}, got {getattr(self, name)!r}")
+    if self.architecture not in FAMILY_FEATURES:
+      raise SpecjaxError(
+        f"model config: unknown architecture {self.architecture!r}; supported: {', '.join(FAMILY_FEATURES)}"
+      )
+    for name, value in FAMILY_FEATURES[self.architecture].items():
+      if getattr(self, name) is None:
+        object.__setattr__(self, name, value)
+      elif bool(getattr(self, name)) != value:
+        raise SpecjaxError(
+          f"model config: architecture {self.architecture!r} has {name}={value}, got {name}={getattr(self, name)}; "
+          f"leave {name} unset (it follows the architecture)"
+        )
+    self._check_rope()
+
+  def _check_rope(self) -> None:
+    if self.rope_type not in ROPE_TYPES:
+      raise SpecjaxError(
+        f"model config: RoPE scaling type {self.rope_type!r} is not supported; use one of {', '.join(ROPE_TYPES)}"
+      )
+    if self.rope_type != "default" and not self.rope_factor >= 1.0:
+      raise SpecjaxError(f"model config: rope_factor must be >= 1 for {self.rope_type} scaling, got {self.rope_factor}")
+    if self.rope_type == "llama3" and not 0 < self.rope_low_freq_factor < self.rope_high_freq_factor:
+      raise SpecjaxError(
+        "model config: llama3 RoPE scaling needs 0 < rope_low_freq_factor < rope_high_freq_factor, got "
+        f"{self.rope_low_freq_factor} and {self.rope_high_freq_factor}"
+      )
 
   @property
   def dh(self) -> int:
     return self.head_dim if self.head_dim is not None else self.hidden_size // self.num_heads
+
+  @property
+  def rope_original_context(self) -> int:
+    """The context the model was pretrained on, before RoPE scaling stretched it (llama3)."""
+    return self.rope_original_max_positions or self.max_position_embeddings
 
   @property
   def compute_dtype(self):
@@ -96,14 +166,23 @@ class LlamaConfig:
   def weight_dtype(self):
     return DTYPES[self.param_dtype]
 
-  def replace(self, **changes: Any) -> LlamaConfig:
+  def replace(self, **changes: Any) -> ModelConfig:
+    if "architecture" in changes:  # the features follow a new architecture unless given too
+      changes = {"qkv_bias": None, "qk_norm": None, **changes}
     return dataclasses.replace(self, **changes)
 
   def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
+    d = dataclasses.asdict(self)
+    implied = {f.name: f.default for f in dataclasses.fields(self)} | FAMILY_FEATURES[self.architecture]
+    for name in _FAMILY_FIELDS:
+      if d[name] == implied[name]:
+        del d[name]
+    if d["scan_layers"]:  # a run-time layout (decode_layout), not part of a saved model
+      del d["scan_layers"]
+    return d
 
   @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> LlamaConfig:
+  def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:
@@ -115,24 +194,28 @@ class LlamaConfig:
     return KVCache.init(self.num_layers, batch_size, size, self.num_kv_heads, self.dh, dtype or self.compute_dtype)
 
 
-def _dense(features: int, axes: tuple[str, str], cfg: LlamaConfig, name: str) -> nn.Dense:
+LlamaConfig = ModelConfig  # the name before the families; configs and checkpoints use either
+
+
+def _dense(features: int, axes: tuple[str, str], cfg: ModelConfig, name: str, bias: bool = False) -> nn.Dense:
   return nn.Dense(
     features,
-    use_bias=False,
+    use_bias=bias,
     dtype=cfg.compute_dtype,
     param_dtype=cfg.weight_dtype,
     kernel_init=nn.with_logical_partitioning(nn.initializers.normal(cfg.initializer_range), axes),
+    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]),
     name=name,
   )
 
 
 class RMSNorm(nn.Module):
-  """x / rms(x) * scale, with the statistics in float32 (as Hugging Face Llama)."""
+  """x / rms(x) * scale over the last axis (D, or Dh for Qwen3's q/k norms), statistics in float32."""
 
-  cfg: LlamaConfig
+  cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x: Float[Array, "B T D"]) -> Float[Array, "B T D"]:
+  def __call__(self, x: Float[Array, "... D"]) -> Float[Array, "... D"]:
     scale = self.param(
       "scale", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)), (x.shape[-1],), self.cfg.weight_dtype
     )
@@ -141,9 +224,35 @@ class RMSNorm(nn.Module):
     return scale.astype(self.cfg.compute_dtype) * x32.astype(self.cfg.compute_dtype)
 
 
-def rope_tables(positions: Int[Array, "B T"], head_dim: int, theta: float):
+def rope_frequencies(cfg: ModelConfig) -> np.ndarray:
+  """The Dh/2 inverse frequencies (float32, as Hugging Face computes them), after `cfg.rope_type` scaling.
+
+  `linear` divides every frequency by the factor. `llama3` divides the low frequencies (wavelength beyond
+  original_context / low_freq_factor) by the factor, keeps the high ones (wavelength below
+  original_context / high_freq_factor) and interpolates smoothly in between.
+  """
+  dh = cfg.dh
+  inv = (1.0 / np.float32(cfg.rope_theta) ** (np.arange(0, dh, 2, dtype=np.float32) / np.float32(dh))).astype(
+    np.float32
+  )
+  factor = np.float32(cfg.rope_factor)
+  if cfg.rope_type == "linear":
+    inv = inv / factor
+  elif cfg.rope_type == "llama3":
+    old = np.float32(cfg.rope_original_context)
+    low, high = np.float32(cfg.rope_low_freq_factor), np.float32(cfg.rope_high_freq_factor)
+    wavelen = np.float32(2 * math.pi) / inv
+    scaled = np.where(wavelen > old / low, inv / factor, inv)
+    smooth = (old / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= old / high) & (wavelen <= old / low)
+    inv = np.where(medium, smoothed, scaled)
+  return inv.astype(np.float32)
+
+
+def rope_tables(positions: Int[Array, "B T"], cfg: ModelConfig):
   """cos and sin [B, T, Dh] in the rotate-half layout (frequencies repeated across the two halves)."""
-  inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+  inv_freq = jnp.asarray(rope_frequencies(cfg))
   freqs = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, Dh/2]
   emb = jnp.concatenate([freqs, freqs], axis=-1)
   return jnp.cos(emb), jnp.sin(emb)
@@ -157,16 +266,18 @@ def apply_rope(x: Float[Array, "B T N Dh"], cos, sin) -> Float[Array, "B T N Dh"
 
 
 class Attention(nn.Module):
-  cfg: LlamaConfig
+  cfg: ModelConfig
 
   @nn.compact
   def __call__(self, x, cos, sin, mask, layer_kv, lengths):
     cfg = self.cfg
     B, T, _ = x.shape
     H, K, Dh = cfg.num_heads, cfg.num_kv_heads, cfg.dh
-    q = _dense(H * Dh, ("embed", "heads"), cfg, "q_proj")(x).reshape(B, T, H, Dh)
-    k = _dense(K * Dh, ("embed", "kv_heads"), cfg, "k_proj")(x).reshape(B, T, K, Dh)
-    v = _dense(K * Dh, ("embed", "kv_heads"), cfg, "v_proj")(x).reshape(B, T, K, Dh)
+    q = _dense(H * Dh, ("embed", "heads"), cfg, "q_proj", cfg.qkv_bias)(x).reshape(B, T, H, Dh)
+    k = _dense(K * Dh, ("embed", "kv_heads"), cfg, "k_proj", cfg.qkv_bias)(x).reshape(B, T, K, Dh)
+    v = _dense(K * Dh, ("embed", "kv_heads"), cfg, "v_proj", cfg.qkv_bias)(x).reshape(B, T, K, Dh)
+    if cfg.qk_norm:  # Qwen3: each head normalised over Dh before the rotation
+      q, k = RMSNorm(cfg, name="q_norm")(q), RMSNorm(cfg, name="k_norm")(k)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
     if layer_kv is not None:  # attend over the whole cache: [B, S, K, Dh]
@@ -184,7 +295,7 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-  cfg: LlamaConfig
+  cfg: ModelConfig
 
   @nn.compact
   def __call__(self, x):
@@ -197,7 +308,7 @@ class MLP(nn.Module):
 class Block(nn.Module):
   """One pre-norm decoder layer; the scan body (carry = hidden states, scanned input = this layer's kv)."""
 
-  cfg: LlamaConfig
+  cfg: ModelConfig
 
   @nn.compact
   def __call__(self, x, layer_kv, cos, sin, mask, lengths):
@@ -213,7 +324,7 @@ class Block(nn.Module):
 class Llama(nn.Module):
   """The decoder. See the module docstring for the calling convention."""
 
-  cfg: LlamaConfig
+  cfg: ModelConfig
 
   @nn.compact
   def __call__(
@@ -235,7 +346,7 @@ class Llama(nn.Module):
     )
     x = embed(tokens)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
-    cos, sin = rope_tables(positions, cfg.dh, cfg.rope_theta)
+    cos, sin = rope_tables(positions, cfg)
 
     if attn_mask is None:
       attn_mask = jnp.broadcast_to(jnp.tril(jnp.ones((T, T), bool)), (B, T, T))
@@ -284,7 +395,7 @@ class Llama(nn.Module):
     return logits, cache
 
 
-def decode_layout(cfg: LlamaConfig, params: dict) -> tuple[LlamaConfig, dict]:
+def decode_layout(cfg: ModelConfig, params: dict) -> tuple[ModelConfig, dict]:
   """The same model with the parameter layout XLA decodes fastest: one parameter set per layer instead
   of `nn.scan`'s stacked [L, ...] arrays, which XLA CPU slices on every layer of every call, and for a
   tied head a pre-transposed [D, V] copy of the embedding as `lm_head` (inside a decode loop XLA
@@ -300,14 +411,16 @@ def decode_layout(cfg: LlamaConfig, params: dict) -> tuple[LlamaConfig, dict]:
   return cfg.replace(scan_layers=False, tie_embeddings=False), out
 
 
-def init_params(cfg: LlamaConfig, key: jax.Array) -> dict:
+def init_params(cfg: ModelConfig, key: jax.Array) -> dict:
   """Random parameters (boxed logical-axis metadata removed)."""
+  from specjax.models.registry import model_for
+
   tokens = jnp.zeros((1, 1), jnp.int32)
-  variables = Llama(cfg).init(key, tokens, tokens)
+  variables = model_for(cfg).init(key, tokens, tokens)
   return nn.unbox(variables["params"])
 
 
-def param_shapes(cfg: LlamaConfig) -> dict:
+def param_shapes(cfg: ModelConfig) -> dict:
   """Parameter ShapeDtypeStructs without allocating anything (works for a 7B config on a laptop)."""
   return jax.eval_shape(lambda k: init_params(cfg, k), jax.random.key(0))
 

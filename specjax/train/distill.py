@@ -98,7 +98,7 @@ def check_vocab(student_cfg, target_cfg, student_path: str, target_path: str) ->
   if student_cfg.vocab_size != target_cfg.vocab_size:
     raise SpecjaxError(
       f"the drafter {student_path} has vocabulary {student_cfg.vocab_size} but the target {target_path} has "
-      f"{target_cfg.vocab_size}; distillation needs a drafter built for the target's tokenizer"
+      f"{target_cfg.vocab_size}; the drafter must use the target's tokenizer, whatever its model family"
     )
 
 
@@ -107,10 +107,10 @@ def make_distill_loss(student_cfg, target_cfg, loss: str, options: dict):
 
   `frozen` = {"target": teacher params, "reference": AdaSPEC reference params (adaspec only)}.
   """
-  from specjax.models.llama import Llama
+  from specjax.models.registry import model_for
 
   fn = make_loss(loss, **options)
-  student, teacher = Llama(student_cfg), Llama(target_cfg)
+  student, teacher = model_for(student_cfg), model_for(target_cfg)
   sampled = loss == "tvdpp" and options.get("norm") == "sampled"
 
   def loss_fn(params, batch, rng, frozen):

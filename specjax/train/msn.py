@@ -46,9 +46,9 @@ def make_msn_loss(model_cfg, span: int):
   """`loss_fn(params, batch, rng, frozen)`: cross-entropy on clean targets from span-noised inputs."""
   from specjax.data.noise import make_some_noise
   from specjax.losses.lm import cross_entropy
-  from specjax.models.llama import Llama
+  from specjax.models.registry import model_for
 
-  model = Llama(model_cfg)
+  model = model_for(model_cfg)
 
   def loss_fn(params, batch, rng, frozen):
     del frozen
@@ -62,9 +62,9 @@ def make_msn_loss(model_cfg, span: int):
 def make_clean_loss(model_cfg):
   """The same cross-entropy without noise (the held-out eval loss of an MSN run)."""
   from specjax.losses.lm import cross_entropy
-  from specjax.models.llama import Llama
+  from specjax.models.registry import model_for
 
-  model = Llama(model_cfg)
+  model = model_for(model_cfg)
 
   def loss_fn(params, batch, rng, frozen):
     del rng, frozen

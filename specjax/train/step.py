@@ -33,7 +33,8 @@ from jax.sharding import Mesh
 
 from specjax.data.packing import segment_attention_mask
 from specjax.losses.lm import cross_entropy
-from specjax.models.llama import Llama, LlamaConfig
+from specjax.models.llama import LlamaConfig
+from specjax.models.registry import model_for
 from specjax.parallel.sharding import LOGICAL_RULES, batch_sharding, logical_shardings, replicated
 from specjax.train.state import TrainState
 
@@ -42,7 +43,7 @@ LossFn = Callable[[Any, dict, jax.Array, Any], tuple[jax.Array, dict]]
 
 def make_lm_loss(model_cfg: LlamaConfig, z_loss: float = 0.0) -> LossFn:
   """Next-token cross-entropy on packed batches (segment-masked attention)."""
-  model = Llama(model_cfg)
+  model = model_for(model_cfg)
 
   def loss_fn(params, batch, rng, frozen):
     del rng, frozen
@@ -55,7 +56,7 @@ def make_lm_loss(model_cfg: LlamaConfig, z_loss: float = 0.0) -> LossFn:
 
 def _boxed_params(model_cfg: LlamaConfig, key: jax.Array):
   tokens = jnp.zeros((1, 1), jnp.int32)
-  return Llama(model_cfg).init(key, tokens, tokens)["params"]
+  return model_for(model_cfg).init(key, tokens, tokens)["params"]
 
 
 def param_specs(model_cfg: LlamaConfig) -> Any:
