@@ -8,8 +8,8 @@ import pytest
 
 from specjax.errors import SpecjaxError
 from specjax.models.llama import Llama, LlamaConfig, count_params, decode_layout, init_params, param_shapes
-from specjax.models.registry import model_for
 from specjax.models.presets import PRESETS, get_preset
+from specjax.models.registry import model_for
 
 CFG = get_preset("tiny")
 

@@ -33,7 +33,7 @@ class KVCache:
 
   k: tuple[Float[Array, "B S K Dh"], ...]  # one per layer
   v: tuple[Float[Array, "B S K Dh"], ...]
-  lengths: Int[Array, "B"]
+  lengths: Int[Array, B]
 
   @property
   def size(self) -> int:
