@@ -66,6 +66,24 @@ def test_identical_draft_accepts_everything(target):
   assert [r.tokens for r in run.rows] == [r.tokens for r in ar.rows]
 
 
+def test_counters_count_only_emitted_tokens(target):
+  """A round cut short by max_new_tokens counts only the proposals it emitted (here 2 of 4 accepted)."""
+  gamma = 4
+  eng = engine(target, target)
+  max_new = 1 + 2 * (gamma + 1) + 2  # the prefill token, 2 full rounds, then 2 tokens of the third
+  run = eng.run(prompts(LENGTHS), "spec", max_new_tokens=max_new, gamma=gamma, batch_size=len(LENGTHS))
+  for row in run.rows:
+    m = row.metrics
+    assert m["new_tokens"] == max_new and m["target_calls"] == 3
+    assert m["accepted_tokens"] == 2 * gamma + 2  # not 3 * gamma: the last 2 accepted were never emitted
+    assert m["per_position_acceptance"] == [1.0] * gamma
+  for mode in ("jacobi", "tr-jacobi"):
+    run = eng.run(prompts(LENGTHS), mode, max_new_tokens=max_new, batch_size=len(LENGTHS))
+    for row in run.rows:
+      m = row.metrics
+      assert m["accepted_tokens"] <= m["new_tokens"] - 1 - m["target_calls"] + 1, mode
+
+
 def test_eos_inside_a_round(target, reference):
   # An EOS token the reference emits mid-answer: every decoder must stop right after it.
   eos = reference[0][6]

@@ -171,13 +171,26 @@ class Counters:
     return cls(target_calls=z, draft_calls=z, drafted=z, accepted=z, reached=zg, hits=zg)
 
   def round(
-    self, active: Bool[Array, B], drafted: int, accepted: Int[Array, B], target_calls: int = 1, draft_calls: int = 0
+    self,
+    active: Bool[Array, "B"],
+    drafted: int,
+    accepted: Int[Array, "B"],
+    taken: Int[Array, "B"] | None = None,
+    target_calls: int = 1,
+    draft_calls: int = 0,
   ) -> Counters:
-    """Count one round of `drafted` proposals of which the first `accepted` were accepted."""
+    """Count one round of `drafted` proposals of which the first `accepted` were accepted, when `commit`
+    took `taken` of the round's `accepted + 1` tokens (fewer after an EOS or at max_new_tokens): only
+    emitted tokens count as accepted, and a proposal cut off unemitted counts as not reached."""
     a = active.astype(jnp.int32)
+    if taken is not None:
+      cut = taken <= accepted  # the round's last token was not taken
+      accepted = jnp.minimum(accepted, taken)
+    else:
+      cut = jnp.zeros_like(active)
     G = self.reached.shape[1]
     i = jnp.arange(G)[None, :]
-    reached = (i <= accepted[:, None]) & (i < drafted)
+    reached = (i < accepted[:, None] + jnp.where(cut, 0, 1)[:, None]) & (i < drafted)
     hits = i < accepted[:, None]
     return Counters(
       target_calls=self.target_calls + a * target_calls,

@@ -77,7 +77,7 @@ def _start(s: DecodeSettings, params, prompt, prompt_lens, max_new, key, slack: 
 def _advance(st: _State, cache: KVCache, emitted, n, max_new, eos_ids, drafted: int, guess) -> _State:
   """Commit `emitted[:, :n+1]` (n accepted guesses and the new `cur`), update the sequence buffer."""
   active = ~st.out.done
-  out, _ = commit(st.out, emitted, n + 1, max_new, eos_ids)
+  out, taken = commit(st.out, emitted, n + 1, max_new, eos_ids)
   length = jnp.where(active, st.length + 1 + n, st.length)
   cur = jnp.where(active, jnp.take_along_axis(emitted, n[:, None], axis=1)[:, 0], st.cur)
   seq = jax.vmap(lambda row, e, i: jax.lax.dynamic_update_slice(row, e, (i,)))(st.seq, emitted, st.length + 1)
@@ -89,7 +89,7 @@ def _advance(st: _State, cache: KVCache, emitted, n, max_new, eos_ids, drafted: 
     seq=seq,
     guess=jnp.where(active.reshape((-1,) + (1,) * (guess.ndim - 1)), guess, st.guess),
     out=out,
-    counters=st.counters.round(active, drafted=drafted, accepted=n),
+    counters=st.counters.round(active, drafted=drafted, accepted=n, taken=taken),
     key=st.key,
   )
 

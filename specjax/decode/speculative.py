@@ -104,10 +104,10 @@ def decode(
 
     emitted = jnp.concatenate([draft_tokens, nxt[:, None]], axis=1)
     emitted = jnp.where(jnp.arange(G + 1)[None, :] == n[:, None], nxt[:, None], emitted)
-    out, _ = commit(st.out, emitted, n + 1, max_new, s.eos_ids)
+    out, taken = commit(st.out, emitted, n + 1, max_new, s.eos_ids)
     new_prev = jnp.where(n > 0, jnp.take_along_axis(draft_tokens, jnp.maximum(n - 1, 0)[:, None], axis=1)[:, 0], st.cur)
     length = jnp.where(active, L + 1 + n, L)
-    counters = st.counters.round(active, drafted=G, accepted=n, target_calls=1, draft_calls=G)
+    counters = st.counters.round(active, drafted=G, accepted=n, taken=taken, target_calls=1, draft_calls=G)
     return _State(
       target_cache=target_cache.rollback(length),
       draft_cache=draft_cache,
