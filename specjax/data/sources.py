@@ -50,7 +50,7 @@ from pathlib import Path
 from specjax.errors import SpecjaxError
 
 GSM_TRAIN_SEED_BASE = 1_000_003
-EVAL_SUITES = ("mt-bench", "humaneval", "gsm")
+EVAL_SUITES = ("mt-bench", "humaneval", "gsm", "grounded")
 PROMPT_FIELDS = ("prompt", "instruction", "question", "input", "text")
 _PINNED = {"reasoning_gym": "reasoning-gym==0.1.25", "chatterbot_corpus": "chatterbot-corpus==1.3.3"}
 _SKIP_STDLIB = (
@@ -105,7 +105,7 @@ def ensure_package(module: str):
 
 
 def eval_prompts() -> list[str]:
-  """Every prompt of every evaluation suite (MT-Bench, HumanEval, GSM)."""
+  """Every prompt of every evaluation suite (MT-Bench, HumanEval, GSM, grounded)."""
   from specjax.eval.suites import load_prompts as load_suite
 
   out: list[str] = []
