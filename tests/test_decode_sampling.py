@@ -30,6 +30,38 @@ def test_filters():
   assert sampling.probabilities(logits, SamplingConfig()).tolist() == [1, 0, 0, 0, 0]
 
 
+def _sorted_top_p(logits, top_p):
+  """The textbook nucleus: sort the whole vocabulary, keep tokens whose mass above is < top_p (ties kept)."""
+  order = np.argsort(-logits, kind="stable")
+  probs = np.exp(logits - logits.max())
+  probs /= probs.sum()
+  before = np.cumsum(probs[order]) - probs[order]
+  threshold = logits[order][before < top_p].min()
+  return np.where(logits < threshold, -np.inf, logits)
+
+
+@pytest.mark.parametrize("scale", [0.1, 3.0])  # 0.1: the nucleus is larger than the candidates (full-sort path)
+def test_top_p_without_sorting_matches_a_full_sort(scale):
+  logits = np.asarray(jax.random.normal(jax.random.key(4), (3, 2000))) * scale
+  logits[1, 7] = logits[1, 9] = logits[1].max() + 1.0  # a tie at the top
+  got = np.asarray(sampling.filter_logits(jnp.asarray(logits), SamplingConfig(temperature=1.0, top_p=0.9)))
+  for row, want in zip(got, logits, strict=True):
+    np.testing.assert_array_equal(np.isinf(row), np.isinf(_sorted_top_p(want, 0.9)))
+  assert (np.isfinite(got).sum(axis=1) > sampling.CANDIDATES).all() == (scale < 1)
+
+
+def test_categorical_draws_from_the_distribution():
+  """The inverse-CDF sampler: chi-square against the probabilities, never a zero-probability token."""
+  V, n = 700, 40000  # three blocks, the last one partial
+  probs = np.zeros(V, np.float32)
+  probs[[0, 255, 256, 300, 511, 699]] = [0.1, 0.3, 0.05, 0.25, 0.2, 0.1]
+  draws = np.asarray(sampling.categorical(jax.random.key(0), jnp.broadcast_to(jnp.asarray(probs) * 3.0, (n, V))))
+  counts = np.bincount(draws, minlength=V)
+  assert counts[probs == 0].sum() == 0
+  support = probs > 0
+  assert stats.chisquare(counts[support], probs[support] / probs.sum() * n).pvalue > 1e-3
+
+
 @pytest.mark.parametrize("kw", [{"temperature": -1}, {"top_k": -1}, {"top_p": 0}, {"top_p": 1.5}])
 def test_bad_sampling_settings(kw):
   with pytest.raises(SpecjaxError):

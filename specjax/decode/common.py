@@ -172,10 +172,10 @@ class Counters:
 
   def round(
     self,
-    active: Bool[Array, "B"],
+    active: Bool[Array, B],
     drafted: int,
-    accepted: Int[Array, "B"],
-    taken: Int[Array, "B"] | None = None,
+    accepted: Int[Array, B],
+    taken: Int[Array, B] | None = None,
     target_calls: int = 1,
     draft_calls: int = 0,
   ) -> Counters:
