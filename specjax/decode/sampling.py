@@ -60,12 +60,37 @@ def _nucleus_threshold(logits: Float[Array, "... V"], sorted_top: Float[Array, "
   return threshold, ~jnp.all(keep, axis=-1) | jnp.any(jnp.isneginf(sorted_top), axis=-1)
 
 
+def _sortable(x: Float[Array, "..."]) -> Int[Array, "..."]:
+  """int32 keys ordered like the float32 values (-inf < ... < -0 = 0 < ... < inf)."""
+  bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.int32)
+  return jnp.where(bits < 0, bits ^ jnp.int32(0x7FFFFFFF), bits)
+
+
+def _nucleus_by_bisection(logits: Float[Array, "... V"], top_p: float) -> Float[Array, "... 1"]:
+  """The nucleus threshold without sorting: bisect over float32 values (as ordered int32 keys) for the
+  largest x with mass(logits > x) >= top_p; the nucleus is then every token above x. 32 halvings
+  reach adjacent floats, so the cut is the same as a sort's (up to summation order)."""
+  probs = jax.nn.softmax(logits, axis=-1)
+  keys = _sortable(logits)
+  lo = jnp.min(keys, axis=-1, keepdims=True) - 1  # mass above lo is everything: >= top_p
+  hi = jnp.max(keys, axis=-1, keepdims=True)  # mass above hi is nothing: < top_p
+
+  def halve(_, bounds):
+    lo, hi = bounds
+    mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1)  # floor((lo + hi) / 2) without int32 overflow
+    small = jnp.sum(jnp.where(keys > mid, probs, 0.0), axis=-1, keepdims=True) < top_p
+    return jnp.where(small, lo, mid), jnp.where(small, mid, hi)
+
+  lo, _ = jax.lax.fori_loop(0, 32, halve, (lo, hi))
+  return jnp.min(jnp.where(keys > lo, logits, jnp.inf), axis=-1, keepdims=True)
+
+
 def filter_logits(logits: Float[Array, "... V"], cfg: SamplingConfig) -> Float[Array, "... V"]:
   """logits / temperature with the tokens outside top-k and top-p set to -inf (not for greedy).
 
   Ties at a cut are kept (every token whose logit equals the last kept one). Neither filter sorts the
-  vocabulary: top-k is `lax.top_k`; top-p finds the nucleus among the top `CANDIDATES` tokens and sorts
-  the whole vocabulary only when some row's nucleus is larger (the same result either way).
+  vocabulary: top-k is `lax.top_k`; top-p finds the nucleus among the top `CANDIDATES` tokens, or by
+  bisection over the values when some row's nucleus is larger (the same result either way).
   """
   logits = logits.astype(jnp.float32) / cfg.temperature
   V = logits.shape[-1]
@@ -79,7 +104,7 @@ def filter_logits(logits: Float[Array, "... V"], cfg: SamplingConfig) -> Float[A
     threshold = jax.lax.cond(
       jnp.all(found),
       lambda: threshold,
-      lambda: _nucleus_threshold(logits, jnp.sort(logits, axis=-1)[..., ::-1], cfg.top_p)[0],
+      lambda: _nucleus_by_bisection(logits, cfg.top_p),
     )
     logits = jnp.where(logits < threshold, -jnp.inf, logits)
   return logits
