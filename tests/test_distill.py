@@ -108,6 +108,12 @@ def test_bad_inputs_are_clear_errors(pair, tmp_path):
   assert not any((tmp_path / n).exists() for n in "abcdef")
 
 
+def test_bfloat16_distillation_accepts_its_own_dataset(pair, tmp_path):
+  """distill changes the target's dtype (and remat) before checking that it made the data."""
+  result = distill(_cfg(pair, "dtype=bfloat16", "logging.eval_every=0"), tmp_path / "bf16", stop_at=1)
+  assert result.step == 1 and np.isfinite(result.last_loss)
+
+
 def test_cli_prints_the_error_without_traceback(pair, tmp_path, capsys):
   argv = ["distill", "--config", CONFIG, "--out", str(tmp_path / "o"), f"target={pair['target']}"]
   argv += [f"student={pair['student']}", f"data.path={pair['data']}", "loss=tvdpp", "loss_options.norm=vocab"]

@@ -38,6 +38,12 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float
 NEG_INF = -1e30
 
 
+# Config fields that choose numerics, memory or initialisation, not the function a model computes from its
+# parameters: two configs that differ only here are the same model (e.g. the target fingerprint of
+# `specjax.data.distill_data` ignores them). Add every new runtime-only field (e.g. `scan_layers`) here.
+NON_FUNCTIONAL_FIELDS = frozenset({"dtype", "param_dtype", "remat", "scan_layers", "initializer_range"})
+
+
 @dataclasses.dataclass(frozen=True)
 class LlamaConfig:
   """Architecture and numerics of a Llama-family model (hashable, so it can be a static argument)."""
