@@ -23,8 +23,13 @@ Output folder layout (`out/`):
 
 Starting again with the same `out` resumes from the latest checkpoint, bit for bit: the state, the data
 position and the per-step RNG (fold_in(key, step)) are exactly what the uninterrupted run had.
-A NaN or inf loss stops the run with a SpecjaxError before anything of that step is saved, so the last
-checkpoint on disk is the last good one.
+The loop never waits for a step's metrics before dispatching the next step: it dispatches step k+1,
+then reads step k's metrics (loss check, metrics.jsonl, progress bar) while step k+1 runs. Evaluation
+and checkpoint steps read their own step's metrics first, so no checkpoint holds an unchecked state.
+
+A NaN or inf loss at step k stops the run with a SpecjaxError naming step k. Step k+1 was already
+dispatched when step k's loss is seen; it is discarded with it. Neither is saved and metrics.jsonl ends
+at step k-1, so the last checkpoint on disk is the last good one (a rerun resumes from it).
 """
 
 from __future__ import annotations
@@ -228,39 +233,63 @@ def run_loop(
     eval_batches = data.eval_batches() if eval_step is not None else []
     try:
       with _Signals() as signals:
-        tick = time.perf_counter()
-        while step < end:
-          batch = put_batch(data.next(), mesh)
-          state, metrics = train_step(state, batch, frozen)
-          m = _scalars(metrics)
+        # Step k+1 is dispatched before step k's metrics are read on the host, so the device never waits
+        # for the host between steps. `pending` is the dispatched step whose metrics are not read yet.
+        pending: tuple[int, Any, dict] | None = None
+        tick, paused = time.perf_counter(), 0.0  # paused: host time spent on eval / saves, not on steps
+
+        def finish(done: int, metrics: Any, extra: dict) -> None:
+          nonlocal tick, paused, last_loss
+          m = _scalars(metrics)  # waits for step `done` only (the next one may still be running)
           now = time.perf_counter()
-          step += 1
           loss = m["loss"]
           if not math.isfinite(loss):
             mngr.wait_until_finished()
             good = mngr.latest_step()
             where = f"step {good} in {out / 'checkpoints'}" if good is not None else "none saved yet"
             raise SpecjaxError(
-              f"loss is {loss} at step {step}; stopped. Last good checkpoint: {where}. "
+              f"loss is {loss} at step {done}; stopped. Last good checkpoint: {where}. "
               "Lower optim.lr, lengthen optim.warmup_steps or set optim.z_loss, then rerun"
             )
-          record = {"step": step, "loss": loss, "lr": m["lr"], "tokens_per_s": tokens_per_step / max(now - tick, 1e-9)}
+          seconds = max(now - tick - paused, 1e-9)
+          tick, paused = now, 0.0
+          record = {"step": done, "loss": loss, "lr": m["lr"], "tokens_per_s": tokens_per_step / seconds}
           record.update({k: v for k, v in m.items() if k not in record})
-          if logging.eval_every and step % logging.eval_every == 0 or step == total_steps:
-            ev = evaluate(eval_step, state.params, eval_batches, frozen, mesh)
-            if ev is not None:
-              record["eval_loss"] = ev
+          record.update(extra)
           metrics_log.write(record)
           last_loss = loss
           if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{m['lr']:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
-          if checkpoint.every and step % checkpoint.every == 0 and step < end:
+
+        while step < end:
+          batch = put_batch(data.next(), mesh)
+          state, metrics = train_step(state, batch, frozen)  # dispatch step `step + 1`
+          step += 1
+          if pending is not None:  # read the previous step while this one runs
+            finish(*pending)
+            pending = None
+          extra = {}
+          if logging.eval_every and step % logging.eval_every == 0 or step == total_steps:
+            t0 = time.perf_counter()
+            ev = evaluate(eval_step, state.params, eval_batches, frozen, mesh)
+            paused += time.perf_counter() - t0
+            if ev is not None:
+              extra["eval_loss"] = ev
+          pending = (step, metrics, extra)
+          due = checkpoint.every and step % checkpoint.every == 0 and step < end
+          if due or signals.received is not None:
+            finish(*pending)  # never save a state whose loss was not checked
+            pending = None
+          if due:
+            t0 = time.perf_counter()
             save(state, step)
-          tick = time.perf_counter()
+            paused += time.perf_counter() - t0
           if signals.received is not None:
             status, signum = "signal", signals.received
             break
+        if pending is not None:
+          finish(*pending)
         if step >= end and status == "finished" and end < total_steps:
           status = "stopped"
         save(state, step, force=True)
