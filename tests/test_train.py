@@ -174,3 +174,22 @@ def test_weight_decay_spares_norms_and_biases():
   np.testing.assert_array_equal(new["layers"]["input_norm"]["scale"], params["layers"]["input_norm"]["scale"])
   np.testing.assert_array_equal(new["layers"]["attn"]["q_proj"]["bias"], params["layers"]["attn"]["q_proj"]["bias"])
   assert not np.allclose(new["layers"]["attn"]["q_proj"]["kernel"], params["layers"]["attn"]["q_proj"]["kernel"])
+
+
+def test_run_config_is_written_atomically(tmp_path, monkeypatch):
+  """A crash while writing run_config.json leaves no half-written file that would block the rerun."""
+  from specjax.train.trainer import check_run_config
+
+  real = Path.write_text
+
+  def crash(self, text, *args, **kwargs):
+    real(self, text[: len(text) // 2])
+    raise OSError("disk full")
+
+  monkeypatch.setattr(Path, "write_text", crash)
+  with pytest.raises(OSError, match="disk full"):
+    check_run_config(tmp_path / "run", {"steps": 20, "optim": {"lr": 0.1}})
+  monkeypatch.undo()
+  assert list((tmp_path / "run").iterdir()) == []
+  check_run_config(tmp_path / "run", {"steps": 20, "optim": {"lr": 0.1}})
+  assert json.loads((tmp_path / "run" / "run_config.json").read_text()) == {"steps": 20, "optim": {"lr": 0.1}}

@@ -27,6 +27,7 @@ import jax
 
 from specjax.config import config_to_dict
 from specjax.errors import SpecjaxError
+from specjax.fileio import atomic_write_text
 from specjax.parallel.sharding import MeshConfig, batch_divisor, initialize_distributed, make_mesh, put_batch
 from specjax.train import step as step_lib
 from specjax.train.loop import (
@@ -66,8 +67,7 @@ def check_run_config(out: Path, record: dict) -> None:
         "or use a new --out"
       )
   elif jax.process_index() == 0:
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
 
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
