@@ -29,7 +29,8 @@ position and the per-step RNG (fold_in(key, step)) are exactly what the uninterr
 The loop never waits for a step's metrics before dispatching the next step: it dispatches step k+1,
 then reads step k's metrics (loss check, metrics.jsonl, progress bar) while step k+1 runs. Checkpoint
 steps (and a signal) read their own step's metrics before saving, so no checkpoint holds an unchecked
-state. `tokens_per_s` is measured between consecutive metric reads, minus the time of hooks and saves.
+state. `tokens_per_s` is measured between consecutive metric reads, minus the time of `hooks` and saves
+(`batch_hooks`, e.g. on-policy sampling, count as step time).
 
 A NaN or inf loss at step k stops the run with a SpecjaxError naming step k. Step k+1 was already
 dispatched when step k's loss is seen; it is discarded with it. Neither is saved and metrics.jsonl ends
