@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from decode_util import engine, model, tiny
+from decode_util import engine, model, perturbed, tiny
 from scipy import stats
 
 from specjax.decode import sampling
@@ -86,21 +86,29 @@ def test_acceptance_rules():
 
 
 # --- exactness: speculative sampling draws from the target's own distribution ---------------------
+# The first token t1 comes from the prefill; the first round then drafts t2..t_{G+1} and, when it accepts
+# them all, samples the bonus t_{G+2}. The test compares the joint law of t2..t_{G+2} (all of round 1,
+# bonus included) with the target's exact one, and checks that rejections (residual draws) at every draft
+# position and fully accepted rounds (bonus draws) both happened.
 
 V = 8
 PROMPT = [1, 5, 2]
 SAMPLES = 6000
 
 
-def _target_distribution(cfg, params, s: SamplingConfig) -> np.ndarray:
-  """Exact P(t2, t3) of target-only sampling after PROMPT (t1, from the prefill, summed out)."""
-  seqs = np.array([PROMPT + [a, b] for a, b in itertools.product(range(V), repeat=2)])
-  logits, _ = Llama(cfg).apply({"params": params}, jnp.asarray(seqs), jnp.broadcast_to(jnp.arange(5), seqs.shape))
-  probs = np.asarray(sampling.probabilities(logits, s), np.float64)  # [V*V, 5, V]
-  p1 = probs[0, 2]  # P(t1 | prompt)
-  p2 = probs[:, 3].reshape(V, V, V)[:, 0, :]  # P(t2 | t1)
-  p3 = probs[:, 4].reshape(V, V, V)  # P(t3 | t1, t2)
-  return np.einsum("a,ab,abc->bc", p1, p2, p3)
+def _target_distribution(cfg, params, s: SamplingConfig, n: int) -> np.ndarray:
+  """Exact P(t2, .., t_{n+1}) of target-only sampling after PROMPT (t1, from the prefill, summed out)."""
+  P = len(PROMPT)
+  seqs = np.array([PROMPT + list(t) for t in itertools.product(range(V), repeat=n + 1)])
+  pos = jnp.broadcast_to(jnp.arange(seqs.shape[1]), seqs.shape)
+  logits, _ = Llama(cfg).apply({"params": params}, jnp.asarray(seqs), pos)
+  probs = np.asarray(sampling.probabilities(logits, s), np.float64)  # [V**(n+1), P+n+1, V]
+  joint = probs[0, P - 1]  # P(t1 | prompt): [V]
+  for i in range(1, n + 1):  # multiply in P(t_{i+1} | prompt, t1..t_i), read from the rows that start so
+    cond = probs[:, P - 1 + i].reshape((V,) * (n + 1) + (V,))
+    cond = cond[(slice(None),) * i + (0,) * (n + 1 - i)]  # [V]*i + [V]
+    joint = joint[..., None] * cond
+  return joint.sum(axis=0)
 
 
 def _chi2_pvalue(counts: np.ndarray, expected_p: np.ndarray) -> float:
@@ -115,15 +123,21 @@ def _chi2_pvalue(counts: np.ndarray, expected_p: np.ndarray) -> float:
 
 def _speculative_counts(s: SamplingConfig, gamma: int) -> tuple[np.ndarray, np.ndarray]:
   target = model(tiny(vocab_size=V, init=1.0), 10)
-  draft = model(tiny(vocab_size=V, layers=1, init=1.0), 11)
+  draft = perturbed(target, 0.1, seed=11)  # accepts often enough for full rounds, not always
+  n = gamma + 1  # t2..t_{G+2}: the whole first round
   run = engine(target, draft).run(
-    [PROMPT] * SAMPLES, "spec", max_new_tokens=3, sampling=s, gamma=gamma, batch_size=2000
+    [PROMPT] * SAMPLES, "spec", max_new_tokens=1 + n, sampling=s, gamma=gamma, batch_size=2000
   )
-  counts = np.zeros((V, V))
+  counts = np.zeros((V,) * n)
   for r in run.rows:
-    counts[r.tokens[1], r.tokens[2]] += 1
-  assert run.metrics["acceptance_rate"] < 0.9  # the draft really differs: rejections happen
-  return counts, _target_distribution(*target, s)
+    counts[tuple(r.tokens[1 : 1 + n])] += 1
+  # every path of the acceptance rule was taken: rejection (then a residual draw) at each draft position,
+  # and rounds that accepted all G proposals (then a bonus draw): those rows needed one round only
+  per_position = run.metrics["per_position_acceptance"]
+  assert len(per_position) == gamma and all(0.0 < a < 1.0 for a in per_position), per_position
+  bonus_rows = sum(r.metrics["target_calls"] == 1 for r in run.rows)
+  assert 0.1 * SAMPLES < bonus_rows < SAMPLES, bonus_rows
+  return counts, _target_distribution(*target, s, n)
 
 
 @pytest.mark.parametrize(

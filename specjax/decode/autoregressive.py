@@ -15,7 +15,7 @@ from specjax.models.kv_cache import KVCache
 @struct.dataclass
 class _State:
   cache: KVCache
-  cur: Int[Array, B]  # last emitted token, not yet in the cache
+  cur: Int[Array, " B"]  # last emitted token, not yet in the cache
   out: Output
   counters: Counters
   key: jax.Array

@@ -81,7 +81,7 @@ def prefill(
   cfg: LlamaConfig,
   params,
   prompt: Int[Array, "B P"],
-  prompt_lens: Int[Array, B],
+  prompt_lens: Int[Array, " B"],
   cache_size: int,
   vocab_size: int | None = None,
 ) -> tuple[Float[Array, "B V"], KVCache]:
@@ -103,11 +103,11 @@ class Output:
   """Generated tokens so far. `tokens[b, :n[b]]` is row b's answer; the rest is scratch."""
 
   tokens: Int[Array, "B N+M"]
-  n: Int[Array, B]
-  done: Bool[Array, B]
+  n: Int[Array, " B"]
+  done: Bool[Array, " B"]
 
   @classmethod
-  def init(cls, batch_size: int, max_new_tokens: int, slack: int, max_new: Int[Array, B]) -> Output:
+  def init(cls, batch_size: int, max_new_tokens: int, slack: int, max_new: Int[Array, " B"]) -> Output:
     return cls(
       tokens=jnp.zeros((batch_size, max_new_tokens + slack), jnp.int32),
       n=jnp.zeros((batch_size,), jnp.int32),
@@ -118,10 +118,10 @@ class Output:
 def commit(
   out: Output,
   emitted: Int[Array, "B M"],
-  count: Int[Array, B],
-  max_new: Int[Array, B],
+  count: Int[Array, " B"],
+  max_new: Int[Array, " B"],
   eos_ids: tuple[int, ...],
-) -> tuple[Output, Int[Array, B]]:
+) -> tuple[Output, Int[Array, " B"]]:
   """Append the first `count[b]` tokens of `emitted[b]` to each unfinished row, stopping after an EOS
   token or at `max_new[b]`. Returns the new output and how many tokens each row really took."""
   M = emitted.shape[1]
@@ -157,10 +157,10 @@ def start(s: DecodeSettings, params, prompt, prompt_lens, max_new, key, slack: i
 class Counters:
   """Per-row decode counters (the metrics are derived from these on the host)."""
 
-  target_calls: Int[Array, B]  # target forwards this row took part in, prefill excluded
-  draft_calls: Int[Array, B]  # draft forwards, prefill excluded
-  drafted: Int[Array, B]  # tokens proposed for verification
-  accepted: Int[Array, B]  # proposed tokens the target accepted
+  target_calls: Int[Array, " B"]  # target forwards this row took part in, prefill excluded
+  draft_calls: Int[Array, " B"]  # draft forwards, prefill excluded
+  drafted: Int[Array, " B"]  # tokens proposed for verification
+  accepted: Int[Array, " B"]  # proposed tokens the target accepted
   reached: Int[Array, "B G"]  # rounds in which draft position i was reached (all before it accepted)
   hits: Int[Array, "B G"]  # ... and position i was accepted too
 
@@ -172,10 +172,10 @@ class Counters:
 
   def round(
     self,
-    active: Bool[Array, B],
+    active: Bool[Array, " B"],
     drafted: int,
-    accepted: Int[Array, B],
-    taken: Int[Array, B] | None = None,
+    accepted: Int[Array, " B"],
+    taken: Int[Array, " B"] | None = None,
     target_calls: int = 1,
     draft_calls: int = 0,
   ) -> Counters:
@@ -211,7 +211,7 @@ class DecodeResult:
 
 
 def random_context_tokens(
-  key: jax.Array, context: Int[Array, "B S"], lengths: Int[Array, B], shape: tuple[int, ...]
+  key: jax.Array, context: Int[Array, "B S"], lengths: Int[Array, " B"], shape: tuple[int, ...]
 ) -> Int[Array, "B ..."]:
   """Tokens drawn uniformly from each row's context `context[b, :lengths[b]]` (Jacobi cold start)."""
   B = context.shape[0]

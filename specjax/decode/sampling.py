@@ -60,7 +60,7 @@ def _nucleus_threshold(logits: Float[Array, "... V"], sorted_top: Float[Array, "
   return threshold, ~jnp.all(keep, axis=-1) | jnp.any(jnp.isneginf(sorted_top), axis=-1)
 
 
-def _sortable(x: Float[Array, "..."]) -> Int[Array, "..."]:
+def _sortable(x: Float[Array, ...]) -> Int[Array, ...]:
   """int32 keys ordered like the float32 values (-inf < ... < -0 = 0 < ... < inf)."""
   bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.int32)
   return jnp.where(bits < 0, bits ^ jnp.int32(0x7FFFFFFF), bits)
@@ -151,7 +151,7 @@ def leading_true(flags: Array) -> Int[Array, "*batch"]:
 
 def greedy_accept(
   draft_tokens: Int[Array, "B G"], target_logits: Float[Array, "B G+1 V"]
-) -> tuple[Int[Array, B], Int[Array, B]]:
+) -> tuple[Int[Array, " B"], Int[Array, " B"]]:
   """(accepted count n in 0..G, next token = argmax p_{n+1})."""
   best = jnp.argmax(target_logits, axis=-1).astype(jnp.int32)  # [B, G+1]
   n = leading_true(draft_tokens == best[:, :-1])
@@ -170,7 +170,7 @@ def rejection_accept(
   draft_tokens: Int[Array, "B G"],
   q: Float[Array, "B G V"],
   p: Float[Array, "B G+1 V"],
-) -> tuple[Int[Array, B], Int[Array, B]]:
+) -> tuple[Int[Array, " B"], Int[Array, " B"]]:
   """The exact speculative-sampling rule: (accepted count n, next token from residual or bonus)."""
   B, G = draft_tokens.shape
   k_u, k_next = jax.random.split(key)

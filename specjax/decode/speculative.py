@@ -20,7 +20,7 @@ from flax import struct
 from jaxtyping import Array, Int
 
 from specjax.decode import sampling
-from specjax.decode.common import Counters, DecodeResult, DecodeSettings, commit, forward, prefill, start
+from specjax.decode.common import Counters, DecodeResult, DecodeSettings, Output, commit, forward, prefill, start
 from specjax.models.kv_cache import KVCache
 
 
@@ -28,9 +28,9 @@ from specjax.models.kv_cache import KVCache
 class _State:
   target_cache: KVCache
   draft_cache: KVCache
-  length: Int[Array, B]  # committed tokens excluding `cur` (= target cache length)
-  prev: Int[Array, B]  # the committed token before `cur`
-  cur: Int[Array, B]
+  length: Int[Array, " B"]  # committed tokens excluding `cur` (= target cache length)
+  prev: Int[Array, " B"]  # the committed token before `cur`
+  cur: Int[Array, " B"]
   out: Output
   counters: Counters
   key: jax.Array

@@ -44,9 +44,7 @@ def floor_s(nbytes: int, dtype=jnp.float32, repeat: int = 10, rows: int = 1024) 
   w = jnp.ones((rows, cols), dtype)
   x = jnp.ones((1, rows), dtype)
   fn = jax.jit(lambda x, w: x @ w)
-  s = _median_s(lambda: jax.block_until_ready(fn(x, w)), repeat)
-  del w
-  return s
+  return _median_s(lambda: jax.block_until_ready(fn(x, w)), repeat)
 
 
 def call_costs(

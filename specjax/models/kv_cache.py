@@ -33,7 +33,7 @@ class KVCache:
 
   k: tuple[Float[Array, "B S K Dh"], ...]  # one per layer
   v: tuple[Float[Array, "B S K Dh"], ...]
-  lengths: Int[Array, B]
+  lengths: Int[Array, " B"]
 
   @property
   def size(self) -> int:
@@ -60,11 +60,11 @@ class KVCache:
       lengths=jnp.zeros((batch_size,), jnp.int32),
     )
 
-  def rollback(self, lengths: Int[Array, B]) -> KVCache:
+  def rollback(self, lengths: Int[Array, " B"]) -> KVCache:
     """Forget every slot at or past `lengths` (shapes unchanged)."""
     return self.replace(lengths=lengths.astype(jnp.int32))
 
-  def compact(self, start: Int[Array, B], src: Int[Array, "B P"], count: Int[Array, B]) -> KVCache:
+  def compact(self, start: Int[Array, " B"], src: Int[Array, "B P"], count: Int[Array, " B"]) -> KVCache:
     """Move the entries at slots `src[b, :count[b]]` to slots `start[b] .. start[b] + count[b] - 1`.
 
     Used after tree verification: the accepted root-to-leaf path is scattered over the tree's slots;
@@ -95,7 +95,7 @@ def write(
   layer_v: Float[Array, "B S K Dh"],
   new_k: Float[Array, "B T K Dh"],
   new_v: Float[Array, "B T K Dh"],
-  lengths: Int[Array, B],
+  lengths: Int[Array, " B"],
 ) -> tuple[Float[Array, "B S K Dh"], Float[Array, "B S K Dh"]]:
   """Write T new entries of one layer at each row's own offset `lengths[b]`."""
 
@@ -107,7 +107,7 @@ def write(
   return jax.vmap(one_row)(layer_k, layer_v, new_k, new_v, lengths)
 
 
-def attention_mask(lengths: Int[Array, B], size: int, new_mask: Bool[Array, "B T T"]) -> Bool[Array, "B T S"]:
+def attention_mask(lengths: Int[Array, " B"], size: int, new_mask: Bool[Array, "B T T"]) -> Bool[Array, "B T S"]:
   """Which cache slots each of the T new queries may attend to.
 
   A query sees every slot of the committed prefix (`s < lengths[b]`) and, among the T new slots

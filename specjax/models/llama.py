@@ -66,6 +66,12 @@ _FAMILY_FIELDS = (
 )
 
 
+# Config fields that choose numerics, memory or initialisation, not the function a model computes from its
+# parameters: two configs that differ only here are the same model (e.g. the target fingerprint of
+# `specjax.data.distill_data` ignores them). Add every new runtime-only field (e.g. `scan_layers`) here.
+NON_FUNCTIONAL_FIELDS = frozenset({"dtype", "param_dtype", "remat", "scan_layers", "initializer_range"})
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Architecture and numerics of a decoder of any supported family (hashable: a static argument).
