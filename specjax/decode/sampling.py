@@ -60,7 +60,7 @@ def _nucleus_threshold(logits: Float[Array, "... V"], sorted_top: Float[Array, "
   return threshold, ~jnp.all(keep, axis=-1) | jnp.any(jnp.isneginf(sorted_top), axis=-1)
 
 
-def _sortable(x: Float[Array, ...]) -> Int[Array, ...]:
+def _sortable(x: Float[Array, " ..."]) -> Int[Array, " ..."]:
   """int32 keys ordered like the float32 values (-inf < ... < -0 = 0 < ... < inf)."""
   bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.int32)
   return jnp.where(bits < 0, bits ^ jnp.int32(0x7FFFFFFF), bits)
