@@ -2,101 +2,24 @@
 
 Record fields: mode, gamma, window, temperature, batch_size, prompts, max_new_tokens, new_tokens,
 target_calls, draft_calls, acceptance_rate, block_efficiency, per_position_acceptance, tokens_per_s,
-speedup_vs_ar, compile_s, wall_s, model_call_s, loop_overhead.
+speedup_vs_ar, compile_s, wall_s.
 
 With `repeat` > 1 each combination runs that many times and the fastest run is kept (same seed, so the
-same tokens; the least disturbed timing). speedup_vs_ar divides by the target-only autoregressive run at the same temperature and batch size
-(always run, even when `ar` is not asked for). model_call_s is what the run's model calls cost alone:
-`CallReplay` makes the same calls (shapes, count, order) as separately jitted calls, fastest of
-`repeat` replays; loop_overhead = wall_s / model_call_s - 1 is what the compiled loop adds on top
-(drafting control, acceptance, sampling, cache bookkeeping, while-loop control).
+same tokens; the least disturbed timing). speedup_vs_ar divides by the target-only autoregressive run
+at the same temperature and batch size (always run, even when `ar` is not asked for). What one model
+call costs is measured by `specjax.eval.forward` (scripts/bench_forward.py), not here.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from specjax.decode.common import forward
-from specjax.decode.engine import Engine, RunResult
+from specjax.decode.engine import Engine
 from specjax.decode.sampling import SamplingConfig
 from specjax.decode.tree import TokenTree
 from specjax.errors import SpecjaxError
-
-
-class CallReplay:
-  """Replays the model calls of a decode, one separately jitted call at a time, to time them alone.
-
-  The replay makes the same calls as the compiled loop (same shapes, same count, in loop order: the
-  prefill(s), then per iteration the target call and the draft calls) on a cache filled to the middle
-  of the run, waiting for each, and returns the total wall time. Timing calls over the same span as
-  the decode, rather than one call at a time, exposes both to the same background load.
-  """
-
-  def __init__(self, engine: Engine):
-    self.engine = engine
-    self._calls: dict[tuple, object] = {}
-    self._fns = {}
-
-  def _fn(self, which: str):
-    if which not in self._fns:
-      cfg = self.engine.target_cfg if which == "target" else self.engine.draft_cfg
-      vocab = self.engine.vocab_size
-      # Logits and the written cache, as in the loop (returning only logits would let XLA drop the writes).
-      self._fns[which] = jax.jit(lambda p, t, pos, c, m: forward(cfg, p, t, pos, c, m, vocab))
-    return self._fns[which]
-
-  def call(self, which: str, batch: int, T: int, cache_size: int, fill: int, mask=None):
-    """A ready-to-run thunk: one forward of T tokens per row on a cache holding `fill` tokens."""
-    key = (which, batch, T, cache_size, fill, mask is not None)
-    if key not in self._calls:
-      e = self.engine
-      cfg, params = (e.target_cfg, e.target_params) if which == "target" else (e.draft_cfg, e.draft_params)
-      cache = cfg.init_cache(batch, cache_size).rollback(jnp.full((batch,), fill, jnp.int32))
-      tokens = jnp.zeros((batch, T), jnp.int32)
-      positions = fill + jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (batch, T))
-      fn = self._fn(which)
-      thunk = lambda: jax.block_until_ready(fn(params, tokens, positions, cache, mask))  # noqa: E731
-      thunk()  # compile and warm up
-      self._calls[key] = thunk
-    return self._calls[key]
-
-  def plan(self, run: RunResult, mode: str, gamma: int, window: int, tree: TokenTree | None) -> list:
-    """[(prefill calls, per-iteration calls, iterations)] for each batch of `run`."""
-    out = []
-    for b in run.batches:
-      B, P, S, it = b["batch_size"], b["bucket"], b["cache_size"], b["iterations"]
-      mid = P + (S - P) // 2  # a typical cache fill during the run
-      pre, step = [self.call("target", B, P, S, 0)], []
-      if mode == "ar":
-        step = [self.call("target", B, 1, S, mid)]
-      elif mode == "spec":
-        pre.append(self.call("draft", B, P, S, 0))
-        step = [self.call("draft", B, 2, S, mid)] + [self.call("draft", B, 1, S, mid)] * (gamma - 1)
-        step.append(self.call("target", B, gamma + 1, S, mid))
-      elif mode == "jacobi":
-        step = [self.call("target", B, window + 1, S, mid)]
-      else:
-        n = tree.num_nodes + 1
-        step = [self.call("target", B, n, S, mid, mask=jnp.broadcast_to(jnp.asarray(tree.arrays["mask"]), (B, n, n)))]
-      out.append((pre, step, it))
-    return out
-
-  def seconds(self, run: RunResult, mode: str, gamma: int, window: int, tree: TokenTree | None) -> float:
-    """Wall time of replaying every model call of `run` (see the class docstring)."""
-    plan = self.plan(run, mode, gamma, window, tree)
-    t0 = time.perf_counter()
-    for pre, step, iterations in plan:
-      for call in pre:
-        call()
-      for _ in range(iterations):
-        for call in step:
-          call()
-    return time.perf_counter() - t0
 
 
 def bench(
@@ -113,7 +36,6 @@ def bench(
   top_k: int = 0,
   seed: int = 0,
   tree: TokenTree | None = None,
-  measure_overhead: bool = True,
   repeat: int = 1,
   log=print,
 ) -> list[dict]:
@@ -128,7 +50,6 @@ def bench(
     if g < 1:
       raise SpecjaxError(f"gamma must be >= 1, got {g}")
   tree = tree or TokenTree.default()
-  replay = CallReplay(engine)
   records = []
   for batch_size in batch_sizes:
     for temperature in temperatures:
@@ -174,9 +95,6 @@ def bench(
           "compile_s": run.compile_s,
           "wall_s": run.wall_s,
         }
-        if measure_overhead:
-          rec["model_call_s"] = min(replay.seconds(run, mode, gamma or 1, window, tree) for _ in range(repeat))
-          rec["loop_overhead"] = run.wall_s / rec["model_call_s"] - 1.0
         if mode != "ar" or "ar" in modes:
           records.append(rec)
         log(_line(rec))
@@ -189,11 +107,10 @@ def _fmt(x, spec=".2f"):
 
 def _line(r: dict) -> str:
   name = r["mode"] + (f" gamma={r['gamma']}" if r["gamma"] else "")
-  extra = f" overhead={_fmt(r.get('loop_overhead'), '+.1%')}" if "loop_overhead" in r else ""
   return (
     f"{name:<16} T={r['temperature']:<4} B={r['batch_size']:<3} tok/s={_fmt(r['tokens_per_s'], '.1f'):>7} "
     f"speedup={_fmt(r['speedup_vs_ar'])} tau={_fmt(r['block_efficiency'])} alpha={_fmt(r['acceptance_rate'])} "
-    f"compile={r['compile_s']:.1f}s wall={r['wall_s']:.2f}s{extra}"
+    f"compile={r['compile_s']:.1f}s wall={r['wall_s']:.2f}s"
   )
 
 
