@@ -165,3 +165,11 @@ def test_decode_layout_same_function(params):
     chex.assert_trees_all_close(lb, la, atol=1e-5)
     chex.assert_trees_all_close(cache_b, cache_a, atol=1e-6)
     assert "scan_layers" not in cfg.to_dict()  # a run-time layout, never saved
+
+
+def test_logits_at_selects_positions(params):
+  tokens, pos = _tokens(6, 2, 9), _pos(2, 9)
+  full = model_for(CFG).apply({"params": params}, tokens, pos)[0]
+  at = jnp.array([[3, 8], [0, 5]])
+  some = model_for(CFG).apply({"params": params}, tokens, pos, logits_at=at)[0]
+  chex.assert_trees_all_close(some, jnp.take_along_axis(full, at[..., None], axis=1), atol=1e-5)

@@ -69,9 +69,11 @@ def forward(
   cache: KVCache,
   attn_mask: Bool[Array, "B T T"] | None = None,
   vocab_size: int | None = None,
+  logits_at: Int[Array, "B N"] | None = None,
 ) -> tuple[Float[Array, "B T V"], KVCache]:
-  """One model call; logits cut to the shared vocabulary (padded embedding rows are never chosen)."""
-  logits, cache = model_for(cfg).apply({"params": params}, tokens, positions, cache, attn_mask)
+  """One model call; logits cut to the shared vocabulary (padded embedding rows are never chosen),
+  computed only at the token indices `logits_at` when given."""
+  logits, cache = model_for(cfg).apply({"params": params}, tokens, positions, cache, attn_mask, logits_at)
   if vocab_size is not None and vocab_size < logits.shape[-1]:
     logits = logits[..., :vocab_size]
   return logits, cache
@@ -93,9 +95,10 @@ def prefill(
   B, P = prompt.shape
   cache = cfg.init_cache(B, cache_size)
   positions = jnp.broadcast_to(jnp.arange(P, dtype=jnp.int32), (B, P))
-  logits, cache = forward(cfg, params, prompt, positions, cache, vocab_size=vocab_size)
-  last = jnp.take_along_axis(logits, (prompt_lens - 1)[:, None, None], axis=1)[:, 0]
-  return last, cache.rollback(prompt_lens)
+  logits, cache = forward(
+    cfg, params, prompt, positions, cache, vocab_size=vocab_size, logits_at=(prompt_lens - 1)[:, None]
+  )
+  return logits[:, 0], cache.rollback(prompt_lens)
 
 
 @struct.dataclass

@@ -342,7 +342,11 @@ class Llama(nn.Module):
     positions: Int[Array, "B T"],
     cache: KVCache | None = None,
     attn_mask: Bool[Array, "B T T"] | None = None,
+    logits_at: Int[Array, "B N"] | None = None,
   ) -> tuple[Float[Array, "B T V"], KVCache | None]:
+    """`logits_at` [B, N]: compute logits only at these token indices (then [B, N, V]); a prefill needs
+    them after each prompt's last token alone, and the head over every prompt position costs more than
+    the rest of the prefill."""
     cfg = self.cfg
     B, T = tokens.shape
     embed = nn.Embed(
@@ -391,6 +395,8 @@ class Llama(nn.Module):
           new_v.append(layer_kv[1])
       if kv is not None:
         kv = (tuple(new_k), tuple(new_v))
+    if logits_at is not None:
+      x = jnp.take_along_axis(x, logits_at[..., None], axis=1)
     x = RMSNorm(cfg, name="norm")(x)
 
     if cfg.tie_embeddings:
