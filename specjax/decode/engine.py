@@ -5,7 +5,7 @@
     run.rows[i].tokens, run.rows[i].metrics, run.metrics, run.compile_s, run.wall_s
 
 Prompts are sorted by length and cut into batches of `batch_size` rows; each batch is right-padded to
-the length bucket (16, 32, 64, ...) of its longest prompt, and a last, partial batch to the next power
+the length bucket (16, 24, 32, 48, 64, ...) of its longest prompt, and a last, partial batch to the next power
 of two rows (filled with finished dummy rows), so each (mode, settings, bucket, rows) compiles once
 and little is computed for padding: `engine.compile_count` counts compilations. Compilation is ahead of time
 (`jit(...).lower(...).compile()`), timed apart from the decode, which is timed up to
@@ -87,10 +87,12 @@ def summarize(c: dict[str, np.ndarray]) -> dict[str, Any]:
 
 
 def bucket_length(n: int, limit: int) -> int:
-  """The padded prompt length for a prompt of n tokens: the next power of two >= 16, at most `limit`."""
+  """The padded prompt length for a prompt of n tokens: the next of 16, 24, 32, 48, 64, 96, ... (powers of
+  two and their midpoints: at most 1.5x padding, which a batched prefill pays on every row), at most
+  `limit`."""
   b = MIN_BUCKET
   while b < n:
-    b *= 2
+    b = b * 3 // 2 if b & (b - 1) == 0 else b * 4 // 3
   return max(n, min(b, limit))
 
 
