@@ -221,7 +221,6 @@ def _decode_args(p: argparse.ArgumentParser, bench: bool) -> None:
     p.add_argument("--out", required=True, help="results JSON file")
     p.add_argument("--plot", help="also write this PNG plot")
     p.add_argument("--limit", type=int, help="use only the first N prompts")
-    p.add_argument("--no-overhead", action="store_true", help="skip timing the model calls alone")
     p.add_argument("--repeat", type=int, default=1, help="run each combination N times, keep the fastest")
   else:
     src = p.add_mutually_exclusive_group(required=True)
@@ -340,7 +339,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     top_p=args.top_p,
     top_k=args.top_k,
     seed=args.seed,
-    measure_overhead=not args.no_overhead,
     repeat=args.repeat,
     log=lambda line: print(line, file=sys.stderr, flush=True),
   )

@@ -21,6 +21,15 @@ def model(cfg: LlamaConfig, seed: int):
   return cfg, init_params(cfg, jax.random.key(seed))
 
 
+def perturbed(target, scale: float, seed: int = 5):
+  """The target with Gaussian noise added to every parameter: a draft that agrees often, not always."""
+  cfg, params = target
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  noisy = [x + scale * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys, strict=True)]
+  return cfg, jax.tree.unflatten(tree, noisy)
+
+
 def engine(target, draft=None, **kw) -> Engine:
   d_cfg, d_params = draft if draft is not None else (None, None)
   return Engine(target[0], target[1], d_cfg, d_params, compiler_options=FAST, **kw)

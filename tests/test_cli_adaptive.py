@@ -72,7 +72,6 @@ def test_bench_new_modes_and_thresholds(ckpts, capsys, tmp_path):
     ("spec-lookup", 2, None), ("spec-lookup", 2, 0.5),
   ]  # fmt: skip
   assert len({r["new_tokens"] for r in records}) == 1  # greedy: the same answers
-  assert all(r["model_call_s"] > 0 for r in records)
   assert out_png.stat().st_size > 10_000
 
 

@@ -96,7 +96,6 @@ def test_bench_writes_records_and_plot(ckpts, capsys, tmp_path):
   for r in records:
     assert BENCH_FIELDS <= set(r)
     assert r["prompts"] == 3 and 3 <= r["new_tokens"] <= 24  # EOS may end a sampled answer early
-    assert r["model_call_s"] > 0 and r["loop_overhead"] > -1
   assert records[0]["speedup_vs_ar"] == 1.0
   greedy = [r for r in records if r["temperature"] == 0]
   assert len({r["new_tokens"] for r in greedy}) == 1  # lossless modes emit the same answers

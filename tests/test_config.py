@@ -40,3 +40,12 @@ def test_unknown_and_mistyped_keys():
   assert cfg.optim.lr == 0.5 and model_config(cfg.model).hidden_size == 32
   with pytest.raises(SpecjaxError, match="unknown keys"):
     model_config(load_config(PretrainConfig, path, ["model.fields={hidden: 32}"]).model)
+
+
+def test_training_configs_share_one_trainer_section():
+  from specjax.train.trainer import TrainerConfig
+
+  shared = {"steps", "seed", "optim", "mesh", "checkpoint", "logging"}
+  for kind in CONFIG_KINDS:
+    cls = config_class(kind)
+    assert issubclass(cls, TrainerConfig) and shared <= {f.name for f in cls.__dataclass_fields__.values()}

@@ -16,19 +16,19 @@ def target():
 
 
 def test_buckets():
-  assert [bucket_length(n, 1000) for n in (1, 16, 17, 33, 200)] == [16, 16, 32, 64, 256]
+  assert [bucket_length(n, 1000) for n in (1, 16, 17, 33, 200, 700)] == [16, 16, 24, 48, 256, 768]
   assert bucket_length(200, 150) == 200 and bucket_length(100, 120) == 120
 
 
 def test_compilations_are_bounded_by_buckets(target):
   eng = engine(target)
-  lengths = [3, 40, 7, 16, 17, 30, 33, 60, 1, 12, 50, 25]  # buckets 16, 32, 64
+  lengths = [3, 40, 7, 16, 17, 30, 33, 60, 1, 12, 50, 25]  # sorted pairs: buckets 16, 16, 24, 32, 48, 64
   run = eng.run(prompts(lengths), "ar", max_new_tokens=4, batch_size=2)
-  assert eng.compile_count == 3
+  assert eng.compile_count == 5
   assert run.compile_s > 0 and run.wall_s > 0
-  assert [b["bucket"] for b in run.batches] == [16, 16, 16, 32, 32, 64, 64]
+  assert [b["bucket"] for b in run.batches] == [16, 16, 24, 32, 48, 64]
   again = eng.run(prompts(lengths, seed=1), "ar", max_new_tokens=4, batch_size=2)
-  assert eng.compile_count == 3 and again.compile_s == 0.0
+  assert eng.compile_count == 5 and again.compile_s == 0.0
   # Batched rows equal rows decoded alone, whatever bucket and batch they landed in.
   alone = eng.run(prompts(lengths), "ar", max_new_tokens=4, batch_size=1)
   assert [r.tokens for r in alone.rows] == [r.tokens for r in run.rows]
@@ -87,3 +87,12 @@ def test_sampling_is_seeded(target):
   b = eng.run(prompts([5, 7]), "ar", max_new_tokens=8, sampling=s, seed=3, batch_size=2)
   c = eng.run(prompts([5, 7]), "ar", max_new_tokens=8, sampling=s, seed=4, batch_size=2)
   assert [r.tokens for r in a.rows] == [r.tokens for r in b.rows] != [r.tokens for r in c.rows]
+
+
+def test_partial_batch_is_smaller(target):
+  """5 prompts at batch 4: one full batch and a 1-row batch (not 4 rows of which 3 are padding)."""
+  eng = engine(target)
+  run = eng.run(prompts([3, 9, 14, 5, 12]), "ar", max_new_tokens=3, batch_size=4)
+  assert [b["batch_size"] for b in run.batches] == [4, 1]
+  alone = eng.run(prompts([3, 9, 14, 5, 12]), "ar", max_new_tokens=3, batch_size=1)
+  assert [r.tokens for r in run.rows] == [r.tokens for r in alone.rows]

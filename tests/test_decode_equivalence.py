@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import jax
+import numpy as np
 import pytest
-from decode_util import engine, model, prompts, tiny
+from decode_util import engine, model, perturbed, prompts, tiny
 
 LENGTHS = (3, 9, 14, 5, 12)  # one bucket (16), different lengths in every batch
 MAX_NEW = 23
+SCALE = 0.01  # noise of the perturbed draft: it accepts about 65% of first proposals (the target init is 0.5)
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +49,18 @@ def test_greedy_speculative_equals_autoregressive(eng, reference, gamma):
   assert m["drafted_tokens"] == gamma * m["target_calls"]
   assert m["draft_calls"] == gamma * m["target_calls"]
   assert 1.0 <= m["block_efficiency"] <= gamma + 1
+
+
+@pytest.mark.parametrize("gamma", [1, 2, 4, 6])
+def test_greedy_speculative_with_partial_acceptance_equals_autoregressive(target, reference, gamma):
+  """A near copy of the target: some proposals accepted, some rejected, rows accepting different counts."""
+  eng = engine(target, perturbed(target, SCALE))
+  run = eng.run(prompts(LENGTHS), "spec", max_new_tokens=MAX_NEW, gamma=gamma, batch_size=len(LENGTHS))
+  assert [r.tokens for r in run.rows] == reference
+  assert 0.0 < run.metrics["acceptance_rate"] < 1.0
+  assert 1.0 < run.metrics["block_efficiency"] < gamma + 1
+  if gamma > 1:  # rejections at several depths, not only at the first proposal
+    assert sum(0.0 < a < 1.0 for a in run.metrics["per_position_acceptance"]) >= 2
 
 
 def test_speculative_batched_equals_one_at_a_time(eng, reference):
@@ -109,15 +124,38 @@ def test_tr_jacobi_equals_autoregressive(eng, reference):
   assert [r.tokens for r in alone.rows] == reference[:2]
 
 
-def test_tr_jacobi_accepts_on_repetitive_text(target):
-  # A prompt that repeats itself: the retrieval chain copies the continuation, so the target's own
-  # greedy answer (itself repetitive for this model) is accepted several tokens per step.
-  eng = engine(target)
-  ar = eng.run([[5, 6, 7, 8] * 6], "ar", max_new_tokens=40)
-  loop = ar.rows[0].tokens[:8] * 4  # the model's own continuation, repeated
-  run = eng.run([[5, 6, 7, 8] * 6 + loop], "tr-jacobi", max_new_tokens=40)
-  ref = eng.run([[5, 6, 7, 8] * 6 + loop], "ar", max_new_tokens=40)
-  assert run.rows[0].tokens == ref.rows[0].tokens
+def periodic(period: int = 4):
+  """A tiny model whose greedy continuation of token t is f(t), f cycling through blocks of `period` ids
+  (0 1 2 3 0 1 ..., 4 5 6 7 4 ...): attention and MLP outputs are zero, so the last token alone decides,
+  and lm_head = c * N^T P scores f(t) by |N_t|^2 = D against N_t . N_u ~ sqrt(D) for the others (N: the
+  normalised embeddings, P: the permutation matrix of f)."""
+  cfg, params = model(tiny(), 0)
+  params = jax.tree.map(np.asarray, params)
+  for name, sub in (("attn", "o_proj"), ("mlp", "down_proj")):
+    params["layers"][name][sub]["kernel"] = np.zeros_like(params["layers"][name][sub]["kernel"])
+  emb = params["embed_tokens"]["embedding"]
+  n = emb / np.sqrt(np.mean(emb**2, axis=-1, keepdims=True) + cfg.rms_norm_eps)
+  ids = np.arange(cfg.vocab_size)
+  f = ids - ids % period + (ids + 1) % period
+  params["lm_head"]["kernel"] = (0.5 * n.T @ np.eye(cfg.vocab_size)[f]).astype(np.float32)
+  return cfg, params, f
+
+
+def test_tr_jacobi_accepts_on_repetitive_text():
+  # Greedy output is periodic (period 4) and the prompt repeats it: the retrieval chain and the tree
+  # propose the continuation, which is accepted several tokens per target call.
+  cfg, params, f = periodic()
+  eng = engine((cfg, params))
+  prompt = [4, 5, 6, 7] * 4 + [4, 5]
+  ar = eng.run([prompt], "ar", max_new_tokens=40)
+  expect = [int(f[prompt[-1]])]
+  for _ in range(39):
+    expect.append(int(f[expect[-1]]))
+  assert ar.rows[0].tokens == expect  # the model is periodic: 6 7 4 5 6 7 ...
+  run = eng.run([prompt], "tr-jacobi", max_new_tokens=40)
+  assert run.rows[0].tokens == ar.rows[0].tokens
+  assert run.metrics["block_efficiency"] > 2.0, run.metrics
+  assert run.metrics["target_calls"] < ar.metrics["target_calls"] / 2
 
 
 def test_draft_with_padded_embedding_table(target, reference):

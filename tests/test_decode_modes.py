@@ -8,7 +8,7 @@ from decode_util import engine, model, prompts, tiny
 from specjax.cli import main
 from specjax.decode import autoregressive, modes
 from specjax.decode.common import DecodeSettings
-from specjax.decode.modes import Mode, RoundCalls
+from specjax.decode.modes import Mode
 from specjax.decode.tree import TokenTree
 from specjax.errors import SpecjaxError
 from specjax.eval.bench import combinations
@@ -28,7 +28,6 @@ def test_builtin_modes_are_registered():
   assert looks == {"ar": 1, "spec": 4, "spec-lookup": 4, "lookup": 4, "jacobi": 6, "tr-jacobi": 69}
   assert {m for m in BUILTIN if modes.get(m).needs_draft} == {"spec", "spec-lookup"}
   assert {m for m in BUILTIN if modes.get(m).greedy_only} == {"jacobi", "tr-jacobi"}
-  assert modes.get("spec").round_calls(s) == RoundCalls(target_width=4, draft_first_width=2)
 
 
 def test_unknown_mode_lists_registered_modes(eng):
@@ -52,7 +51,6 @@ def test_a_new_mode_is_one_registration(eng):
     help="autoregressive decoding under another name",
     knobs=(),
     lookahead=lambda s: 1,
-    round_calls=lambda s: RoundCalls(target_width=1),
   )
   modes.register(mode)
   try:
@@ -71,7 +69,7 @@ def test_a_new_mode_is_one_registration(eng):
   finally:
     modes._MODES.pop("ar-again")
   with pytest.raises(SpecjaxError, match="unknown knobs"):
-    Mode(name="x", decode=None, help="", knobs=("beam_width",), lookahead=None, round_calls=None)
+    Mode(name="x", decode=None, help="", knobs=("beam_width",), lookahead=None)
 
 
 def test_bench_combinations_follow_the_knobs():

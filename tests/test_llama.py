@@ -6,9 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from specjax.errors import SpecjaxError
-from specjax.models.llama import Llama, LlamaConfig, count_params, decode_layout, init_params, param_shapes
-from specjax.models.presets import PRESETS, get_preset
+from specjax.models.llama import Llama, decode_layout, init_params
+from specjax.models.presets import get_preset
 from specjax.models.registry import model_for
 
 CFG = get_preset("tiny")
@@ -138,27 +137,17 @@ def test_cache_compact_moves_path(params):
   count = jnp.array([2, 1])
   out = cache.compact(start, src, count)
   np.testing.assert_array_equal(out.lengths, [4, 4])
-  np.testing.assert_array_equal(jnp.stack(out.k)[:, 0, 2:4], jnp.stack(cache.k)[:, 0, jnp.array([5, 7])])
-  np.testing.assert_array_equal(jnp.stack(out.k)[:, 1, 3], jnp.stack(cache.k)[:, 1, 4])
-  np.testing.assert_array_equal(jnp.stack(out.v)[:, 1, 4:], jnp.stack(cache.v)[:, 1, 4:])  # untouched past the count
-  np.testing.assert_array_equal(jnp.stack(out.k)[:, 0, :2], jnp.stack(cache.k)[:, 0, :2])  # prefix untouched
-
-
-def test_presets_and_7b_shape():
-  assert count_params(param_shapes(get_preset("llama2-7b"))) == 6_738_415_616
-  n = count_params(param_shapes(get_preset("drafter-s")))
-  assert 10e6 <= n <= 20e6
-  assert abs(count_params(param_shapes(get_preset("llama2-chat-drafter-115m"))) - 117e6) < 3e6
-  assert set(PRESETS) >= {"tiny", "drafter-s", "smollm2-135m", "llama2-chat-drafter-115m", "llama2-7b"}
-  with pytest.raises(SpecjaxError, match="unknown model preset"):
-    get_preset("nope")
-
-
-def test_bad_config():
-  with pytest.raises(SpecjaxError, match="multiple of num_kv_heads"):
-    LlamaConfig(vocab_size=8, hidden_size=8, intermediate_size=8, num_layers=1, num_heads=3, num_kv_heads=2)
-  with pytest.raises(SpecjaxError, match="unknown keys"):
-    LlamaConfig.from_dict({"vocab_size": 8, "bogus": 1})
+  # Slots on axis 2 of [L, B, S, K*Dh] views of the keys [B, K, Dh, S] and values [B, K, S, Dh].
+  slots = lambda c: (  # noqa: E731
+    jnp.stack([x.transpose(0, 3, 1, 2).reshape(x.shape[0], x.shape[3], -1) for x in c.k]),
+    jnp.stack([x.transpose(0, 2, 1, 3).reshape(x.shape[0], x.shape[2], -1) for x in c.v]),
+  )
+  (ok, ov), (ck, cv) = slots(out), slots(cache)
+  np.testing.assert_array_equal(ok[:, 0, 2:4], ck[:, 0, jnp.array([5, 7])])
+  np.testing.assert_array_equal(ov[:, 0, 2:4], cv[:, 0, jnp.array([5, 7])])
+  np.testing.assert_array_equal(ok[:, 1, 3], ck[:, 1, 4])
+  np.testing.assert_array_equal(ov[:, 1, 4:], cv[:, 1, 4:])  # untouched past the count
+  np.testing.assert_array_equal(ok[:, 0, :2], ck[:, 0, :2])  # prefix untouched
 
 
 def test_decode_layout_same_function(params):
@@ -176,3 +165,11 @@ def test_decode_layout_same_function(params):
     chex.assert_trees_all_close(lb, la, atol=1e-5)
     chex.assert_trees_all_close(cache_b, cache_a, atol=1e-6)
     assert "scan_layers" not in cfg.to_dict()  # a run-time layout, never saved
+
+
+def test_logits_at_selects_positions(params):
+  tokens, pos = _tokens(6, 2, 9), _pos(2, 9)
+  full = model_for(CFG).apply({"params": params}, tokens, pos)[0]
+  at = jnp.array([[3, 8], [0, 5]])
+  some = model_for(CFG).apply({"params": params}, tokens, pos, logits_at=at)[0]
+  chex.assert_trees_all_close(some, jnp.take_along_axis(full, at[..., None], axis=1), atol=1e-5)

@@ -132,6 +132,43 @@ def test_other_target_is_detected(target, tmp_path):
     check_same_target(meta, same.config, params, out)
 
 
+def test_fingerprint_ignores_how_the_target_runs(target, tmp_path):
+  """dtype / param_dtype / remat do not change the model (distill runs the target in bfloat16); fields that
+  change the function do. Datasets made before the fingerprint version still check against their target."""
+  import hashlib
+
+  import jax
+
+  from specjax.checkpoint.orbax_io import load_checkpoint
+
+  src = str(prompts_file(tmp_path))
+  out = make_data(target, src, tmp_path / "d", num_samples=3, check_eval=False, generate=word_generator())
+  _, meta = load_distill_data(out)
+  same = load_checkpoint(target)
+  bf16 = load_checkpoint(target, config=same.config.replace(dtype="bfloat16", remat=True))
+  check_same_target(meta, bf16.config, bf16.params, out)
+  check_same_target(meta, same.config.replace(param_dtype="bfloat16"), same.params, out)
+  with pytest.raises(SpecjaxError, match="made by another target"):
+    check_same_target(meta, same.config.replace(rope_theta=500000.0), same.params, out)
+
+  # version 1: no fingerprint_version, a hash of the whole config and the raw parameters
+  h = hashlib.blake2b(digest_size=16)
+  h.update(json.dumps(same.config.to_dict(), sort_keys=True).encode())
+  leaves = jax.tree_util.tree_flatten_with_path(same.params)[0]
+  for path, leaf in sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0])):
+    arr = np.asarray(leaf)
+    h.update(jax.tree_util.keystr(path).encode())
+    h.update(f"{arr.shape}{arr.dtype}".encode())
+    h.update(np.ascontiguousarray(arr).tobytes())
+  old = {"target": {"path": "t", "config": same.config.to_dict(), "fingerprint": h.hexdigest()}}
+  check_same_target(old, bf16.config, same.params, out)
+  with pytest.raises(SpecjaxError, match="made by another target"):
+    check_same_target(old, same.config.replace(rope_theta=500000.0), same.params, out)
+  other = load_checkpoint(tiny_checkpoint(tmp_path / "other", seed=1, init_scale=0.5))
+  with pytest.raises(SpecjaxError, match="made by another target"):
+    check_same_target(old, other.config, other.params, out)
+
+
 def test_compiled_sampler_answers_through_the_chat_template(target, tmp_path):
   import jax.numpy as jnp
 

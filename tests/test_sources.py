@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import sys
 
 import pytest
 
@@ -103,17 +104,18 @@ def test_load_prompts_mixes_and_errors(tmp_path):
     sources.load_prompts(str(empty))
 
 
-def test_missing_package_install_failure_is_a_clear_error(monkeypatch):
+def test_missing_package_is_an_error_not_an_install(monkeypatch):
+  """A library never installs packages: a missing one names the package and the exact command."""
   calls = []
-
-  def fake_run(cmd, **kw):
-    calls.append(cmd)
-    return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution found")
-
-  monkeypatch.setattr(sources.subprocess, "run", fake_run)
-  with pytest.raises(SpecjaxError, match="install it by hand"):
-    sources.ensure_package("specjax_no_such_module_xyz")
-  assert calls and calls[0][1:4] == ["-m", "pip", "install"]
+  monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(cmd))
+  monkeypatch.setattr(subprocess, "Popen", lambda cmd, **kw: calls.append(cmd))
+  monkeypatch.setitem(sys.modules, "reasoning_gym", None)  # import fails
+  monkeypatch.setitem(sys.modules, "chatterbot_corpus", None)
+  with pytest.raises(SpecjaxError, match=r"gsm prompt source needs .*`pip install reasoning-gym==0\.1\.25`"):
+    sources.load_prompts("gsm:5")
+  with pytest.raises(SpecjaxError, match=r"chat prompt source needs .*`pip install chatterbot-corpus==1\.3\.3`"):
+    sources.load_prompts("chat:5")
+  assert calls == []
 
 
 def test_builtin_training_sources_are_disjoint_from_the_eval_suites():

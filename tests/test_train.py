@@ -145,3 +145,51 @@ def test_pluggable_loss_with_frozen_teacher():
   assert len(set(noise)) == 4  # a fresh key every step
   for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(jax.device_get(teacher)), strict=True):
     np.testing.assert_array_equal(a, b)  # still alive (not donated) and unchanged
+
+
+def test_weight_decay_spares_norms_and_biases():
+  """Decay is decided by name: stacked [L, D] norm scales and biases are never decayed, kernels are."""
+  import optax
+
+  from specjax.train.optim import OptimConfig, decay_mask, make_optimizer
+
+  cfg = get_preset("tiny")
+  params = jax.device_get(init_params(cfg, jax.random.key(0)))
+  assert params["layers"]["input_norm"]["scale"].shape == (cfg.num_layers, cfg.hidden_size)
+  # the layouts another model family adds: q/k norms and q/k/v biases, stacked like every layer param
+  L, D = cfg.num_layers, cfg.hidden_size
+  params["layers"]["attn"]["q_norm"] = {"scale": np.ones((L, 16), np.float32)}
+  params["layers"]["attn"]["q_proj"]["bias"] = np.ones((L, D), np.float32)
+  mask = decay_mask(params)
+  assert mask["embed_tokens"]["embedding"] and mask["layers"]["attn"]["q_proj"]["kernel"]
+  assert mask["layers"]["mlp"]["down_proj"]["kernel"]
+  assert not mask["norm"]["scale"] and not mask["layers"]["input_norm"]["scale"]
+  assert not mask["layers"]["post_attn_norm"]["scale"] and not mask["layers"]["attn"]["q_norm"]["scale"]
+  assert not mask["layers"]["attn"]["q_proj"]["bias"]
+
+  # one update with zero gradients: only decay moves parameters, and never a norm scale
+  tx, _ = make_optimizer(OptimConfig(lr=0.1, warmup_steps=0, weight_decay=0.5, clip_norm=0.0), 10)
+  updates, _ = tx.update(jax.tree.map(np.zeros_like, params), tx.init(params), params)
+  new = optax.apply_updates(params, updates)
+  np.testing.assert_array_equal(new["layers"]["input_norm"]["scale"], params["layers"]["input_norm"]["scale"])
+  np.testing.assert_array_equal(new["layers"]["attn"]["q_proj"]["bias"], params["layers"]["attn"]["q_proj"]["bias"])
+  assert not np.allclose(new["layers"]["attn"]["q_proj"]["kernel"], params["layers"]["attn"]["q_proj"]["kernel"])
+
+
+def test_run_config_is_written_atomically(tmp_path, monkeypatch):
+  """A crash while writing run_config.json leaves no half-written file that would block the rerun."""
+  from specjax.train.trainer import check_run_config
+
+  real = Path.write_text
+
+  def crash(self, text, *args, **kwargs):
+    real(self, text[: len(text) // 2])
+    raise OSError("disk full")
+
+  monkeypatch.setattr(Path, "write_text", crash)
+  with pytest.raises(OSError, match="disk full"):
+    check_run_config(tmp_path / "run", {"steps": 20, "optim": {"lr": 0.1}})
+  monkeypatch.undo()
+  assert list((tmp_path / "run").iterdir()) == []
+  check_run_config(tmp_path / "run", {"steps": 20, "optim": {"lr": 0.1}})
+  assert json.loads((tmp_path / "run" / "run_config.json").read_text()) == {"steps": 20, "optim": {"lr": 0.1}}

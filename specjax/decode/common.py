@@ -82,9 +82,11 @@ def forward(
   cache: KVCache,
   attn_mask: Bool[Array, "B T T"] | None = None,
   vocab_size: int | None = None,
+  logits_at: Int[Array, "B N"] | None = None,
 ) -> tuple[Float[Array, "B T V"], KVCache]:
-  """One model call; logits cut to the shared vocabulary (padded embedding rows are never chosen)."""
-  logits, cache = model_for(cfg).apply({"params": params}, tokens, positions, cache, attn_mask)
+  """One model call; logits cut to the shared vocabulary (padded embedding rows are never chosen),
+  computed only at the token indices `logits_at` when given."""
+  logits, cache = model_for(cfg).apply({"params": params}, tokens, positions, cache, attn_mask, logits_at)
   if vocab_size is not None and vocab_size < logits.shape[-1]:
     logits = logits[..., :vocab_size]
   return logits, cache
@@ -94,7 +96,7 @@ def prefill(
   cfg: LlamaConfig,
   params,
   prompt: Int[Array, "B P"],
-  prompt_lens: Int[Array, B],
+  prompt_lens: Int[Array, " B"],
   cache_size: int,
   vocab_size: int | None = None,
 ) -> tuple[Float[Array, "B V"], KVCache]:
@@ -106,9 +108,10 @@ def prefill(
   B, P = prompt.shape
   cache = cfg.init_cache(B, cache_size)
   positions = jnp.broadcast_to(jnp.arange(P, dtype=jnp.int32), (B, P))
-  logits, cache = forward(cfg, params, prompt, positions, cache, vocab_size=vocab_size)
-  last = jnp.take_along_axis(logits, (prompt_lens - 1)[:, None, None], axis=1)[:, 0]
-  return last, cache.rollback(prompt_lens)
+  logits, cache = forward(
+    cfg, params, prompt, positions, cache, vocab_size=vocab_size, logits_at=(prompt_lens - 1)[:, None]
+  )
+  return logits[:, 0], cache.rollback(prompt_lens)
 
 
 @struct.dataclass
@@ -116,11 +119,11 @@ class Output:
   """Generated tokens so far. `tokens[b, :n[b]]` is row b's answer; the rest is scratch."""
 
   tokens: Int[Array, "B N+M"]
-  n: Int[Array, B]
-  done: Bool[Array, B]
+  n: Int[Array, " B"]
+  done: Bool[Array, " B"]
 
   @classmethod
-  def init(cls, batch_size: int, max_new_tokens: int, slack: int, max_new: Int[Array, B]) -> Output:
+  def init(cls, batch_size: int, max_new_tokens: int, slack: int, max_new: Int[Array, " B"]) -> Output:
     return cls(
       tokens=jnp.zeros((batch_size, max_new_tokens + slack), jnp.int32),
       n=jnp.zeros((batch_size,), jnp.int32),
@@ -131,10 +134,10 @@ class Output:
 def commit(
   out: Output,
   emitted: Int[Array, "B M"],
-  count: Int[Array, B],
-  max_new: Int[Array, B],
+  count: Int[Array, " B"],
+  max_new: Int[Array, " B"],
   eos_ids: tuple[int, ...],
-) -> tuple[Output, Int[Array, B]]:
+) -> tuple[Output, Int[Array, " B"]]:
   """Append the first `count[b]` tokens of `emitted[b]` to each unfinished row, stopping after an EOS
   token or at `max_new[b]`. Returns the new output and how many tokens each row really took."""
   M = emitted.shape[1]
@@ -170,10 +173,10 @@ def start(s: DecodeSettings, params, prompt, prompt_lens, max_new, key, slack: i
 class Counters:
   """Per-row decode counters (the metrics are derived from these on the host)."""
 
-  target_calls: Int[Array, B]  # target forwards this row took part in, prefill excluded
-  draft_calls: Int[Array, B]  # draft forwards, prefill excluded
-  drafted: Int[Array, B]  # tokens proposed for verification
-  accepted: Int[Array, B]  # proposed tokens the target accepted
+  target_calls: Int[Array, " B"]  # target forwards this row took part in, prefill excluded
+  draft_calls: Int[Array, " B"]  # draft forwards, prefill excluded
+  drafted: Int[Array, " B"]  # tokens proposed for verification
+  accepted: Int[Array, " B"]  # proposed tokens the target accepted
   reached: Int[Array, "B G"]  # rounds in which draft position i was reached (all before it accepted)
   hits: Int[Array, "B G"]  # ... and position i was accepted too
 
@@ -274,7 +277,7 @@ def extend_sequence(
 
 
 def random_context_tokens(
-  key: jax.Array, context: Int[Array, "B S"], lengths: Int[Array, B], shape: tuple[int, ...]
+  key: jax.Array, context: Int[Array, "B S"], lengths: Int[Array, " B"], shape: tuple[int, ...]
 ) -> Int[Array, "B ..."]:
   """Tokens drawn uniformly from each row's context `context[b, :lengths[b]]` (Jacobi cold start)."""
   B = context.shape[0]

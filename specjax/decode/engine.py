@@ -7,9 +7,10 @@
 The modes and their knobs (gamma, window, tree, ngram, ngram_min, draft_threshold) come from the registry
 `specjax.decode.modes`; a knob the mode does not read is ignored.
 
-Prompts are right-padded to a length bucket (16, 32, 64, ...) and grouped into batches of exactly
-`batch_size` rows (the last one filled with finished dummy rows), so each (mode, settings, bucket)
-compiles once: `engine.compile_count` counts compilations. Compilation is ahead of time
+Prompts are sorted by length and cut into batches of `batch_size` rows; each batch is right-padded to
+the length bucket (16, 24, 32, 48, 64, ...) of its longest prompt, and a last, partial batch to the next power
+of two rows (filled with finished dummy rows), so each (mode, settings, bucket, rows) compiles once
+and little is computed for padding: `engine.compile_count` counts compilations. Compilation is ahead of time
 (`jit(...).lower(...).compile()`), timed apart from the decode, which is timed up to
 `block_until_ready`.
 
@@ -86,10 +87,12 @@ def summarize(c: dict[str, np.ndarray]) -> dict[str, Any]:
 
 
 def bucket_length(n: int, limit: int) -> int:
-  """The padded prompt length for a prompt of n tokens: the next power of two >= 16, at most `limit`."""
+  """The padded prompt length for a prompt of n tokens: the next of 16, 24, 32, 48, 64, 96, ... (powers of
+  two and their midpoints: at most 1.5x padding, which a batched prefill pays on every row), at most
+  `limit`."""
   b = MIN_BUCKET
   while b < n:
-    b *= 2
+    b = b * 3 // 2 if b & (b - 1) == 0 else b * 4 // 3
   return max(n, min(b, limit))
 
 
@@ -214,10 +217,9 @@ class Engine:
         )
     m = modes.get(mode)
     draft_params = self.draft_params if m.needs_draft else None
-    # Group prompts by bucket (keeping order inside each group) so batches share one shape.
-    groups: dict[int, list[int]] = {}
-    for i, p in enumerate(prompts):
-      groups.setdefault(bucket_length(len(p), limit), []).append(i)
+    # Similar lengths share a batch: little padding, and at most one partial batch.
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    chunks = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
 
     rows: list[RowResult | None] = [None] * len(prompts)
     all_counters: list[dict[str, np.ndarray]] = []
@@ -225,59 +227,55 @@ class Engine:
     batches: list[dict[str, Any]] = []
     compile_s = wall_s = 0.0
     base_key = jax.random.key(seed)
-    batch_index = 0
-    for bucket, idxs in sorted(groups.items()):
+    for batch_index, chunk in enumerate(chunks):
+      bucket = bucket_length(max(len(prompts[i]) for i in chunk), limit)
       s = self.settings(mode, max_new_tokens, bucket, sampling, trace, **options)
-      for start in range(0, len(idxs), batch_size):
-        chunk = idxs[start : start + batch_size]
-        real = len(chunk)
-        tokens = np.zeros((batch_size, bucket), np.int32)
-        lens = np.ones((batch_size,), np.int32)
-        max_new = np.zeros((batch_size,), np.int32)
-        for r, i in enumerate(chunk):
-          tokens[r, : len(prompts[i])] = prompts[i]
-          lens[r] = len(prompts[i])
-          max_new[r] = max_new_tokens
-        args = (
-          self.target_params,
-          draft_params,
-          jnp.asarray(tokens),
-          jnp.asarray(lens),
-          jnp.asarray(max_new),
-          jax.random.fold_in(base_key, batch_index),
+      real = len(chunk)
+      B = min(batch_size, 1 << (real - 1).bit_length())  # a partial batch: the next power of two rows
+      tokens = np.zeros((B, bucket), np.int32)
+      lens = np.ones((B,), np.int32)
+      max_new = np.zeros((B,), np.int32)
+      for r, i in enumerate(chunk):
+        tokens[r, : len(prompts[i])] = prompts[i]
+        lens[r] = len(prompts[i])
+        max_new[r] = max_new_tokens
+      args = (
+        self.target_params,
+        draft_params,
+        jnp.asarray(tokens),
+        jnp.asarray(lens),
+        jnp.asarray(max_new),
+        jax.random.fold_in(base_key, batch_index),
+      )
+      exe, c_s = self._executable(mode, s, args)
+      compile_s += c_s
+      t0 = time.perf_counter()
+      result = jax.block_until_ready(exe(*args))
+      host = jax.device_get(result)
+      b_s = time.perf_counter() - t0
+      wall_s += b_s
+      counters = {f.name: np.asarray(getattr(host.counters, f.name))[:real] for f in dataclasses.fields(host.counters)}
+      counters["n"] = np.asarray(host.out.n)[:real]
+      all_counters.append(counters)
+      if host.trace is not None:
+        traces.append({k: np.asarray(v)[:real] for k, v in host.trace.items()})
+      batches.append(
+        dict(
+          bucket=bucket,
+          batch_size=B,
+          cache_size=s.cache_size,
+          iterations=int(np.max(counters["target_calls"])),
+          draft_calls=int(np.max(counters["draft_calls"])),  # the row active longest took part in all
+          wall_s=b_s,
+          rows=list(chunk),
         )
-        batch_index += 1
-        exe, c_s = self._executable(mode, s, args)
-        compile_s += c_s
-        t0 = time.perf_counter()
-        result = jax.block_until_ready(exe(*args))
-        host = jax.device_get(result)
-        b_s = time.perf_counter() - t0
-        wall_s += b_s
-        counters = {
-          f.name: np.asarray(getattr(host.counters, f.name))[:real] for f in dataclasses.fields(host.counters)
-        }
-        counters["n"] = np.asarray(host.out.n)[:real]
-        all_counters.append(counters)
-        if host.trace is not None:
-          traces.append({k: np.asarray(v)[:real] for k, v in host.trace.items()})
-        batches.append(
-          dict(
-            bucket=bucket,
-            batch_size=batch_size,
-            cache_size=s.cache_size,
-            iterations=int(np.max(counters["target_calls"])),
-            draft_calls=int(np.max(counters["draft_calls"])),  # the row active longest took part in all
-            wall_s=b_s,
-            rows=list(chunk),
-          )
-        )
-        for r, i in enumerate(chunk):
-          row = {k: v[r] for k, v in counters.items()}
-          m = summarize(row)
-          n = int(counters["n"][r])
-          m.update(wall_s=b_s, compile_s=c_s, tokens_per_s=_ratio(n, b_s))
-          rows[i] = RowResult(tokens=[int(t) for t in host.out.tokens[r, :n]], metrics=m)
+      )
+      for r, i in enumerate(chunk):
+        row = {k: v[r] for k, v in counters.items()}
+        m = summarize(row)
+        n = int(counters["n"][r])
+        m.update(wall_s=b_s, compile_s=c_s, tokens_per_s=_ratio(n, b_s))
+        rows[i] = RowResult(tokens=[int(t) for t in host.out.tokens[r, :n]], metrics=m)
 
     total = {k: np.concatenate([c[k] for c in all_counters]) for k in all_counters[0]}
     metrics = summarize(total)

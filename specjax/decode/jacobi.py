@@ -36,7 +36,7 @@ from specjax.decode.common import (
   random_context_tokens,
   start,
 )
-from specjax.decode.modes import Mode, RoundCalls
+from specjax.decode.modes import Mode
 from specjax.decode.tree import TokenTree
 from specjax.errors import SpecjaxError
 from specjax.models.kv_cache import KVCache
@@ -47,8 +47,8 @@ NGRAM = 3  # retrieval matches the last (up to) 3 context tokens
 @struct.dataclass
 class _State:
   cache: KVCache
-  length: Int[Array, B]  # committed tokens excluding `cur`
-  cur: Int[Array, B]
+  length: Int[Array, " B"]  # committed tokens excluding `cur`
+  cur: Int[Array, " B"]
   seq: Int[Array, "B S"]  # the committed sequence: seq[b, :length[b] + 1] (prompt, answer, cur)
   guess: Array  # Jacobi: [B, W] guesses; TR-Jacobi: [B, D, K+1] candidates (-1 = missing)
   out: Output
@@ -129,7 +129,7 @@ def decode_jacobi(
   return DecodeResult(out=state.out, counters=state.counters)
 
 
-def retrieval_chain(seq: Int[Array, "B S"], lengths: Int[Array, B], count: int) -> Int[Array, "B C"]:
+def retrieval_chain(seq: Int[Array, "B S"], lengths: Int[Array, " B"], count: int) -> Int[Array, "B C"]:
   """For each row with context seq[b, :lengths[b]]: find the earliest window seq[i:i+3], i + 3 <=
   lengths - 3, with the longest match to a suffix of the last 3 tokens, and return the `count` tokens
   after it (-1 where the context runs out or no window exists)."""
@@ -155,7 +155,7 @@ def retrieval_chain(seq: Int[Array, "B S"], lengths: Int[Array, B], count: int) 
 
 def best_path(
   toks: Int[Array, "B N+1"], best: Int[Array, "B N+1"], leaf_paths: Int[Array, "P D+1"], real: Bool[Array, "P D+1"]
-) -> tuple[Int[Array, B], Int[Array, B]]:
+) -> tuple[Int[Array, " B"], Int[Array, " B"]]:
   """Accepted length and index of the root-to-leaf path with the most consecutive matches
   (node token == argmax at its parent; the first such path on ties). Padded slots (`real` False)
   never match, whatever tokens sit at the index they point to."""
@@ -249,7 +249,6 @@ modes.register(
     help="target only: the last token plus W guesses per call, the correct prefix kept (greedy)",
     knobs=("window",),
     lookahead=lambda s: s.window + 1,
-    round_calls=lambda s: RoundCalls(target_width=s.window + 1),
     configure=_check_window,
     greedy_only=True,
   )
@@ -261,7 +260,6 @@ modes.register(
     help="target only: a token tree (top-k candidates + a retrieval chain) per call, tree attention (greedy)",
     knobs=("tree",),
     lookahead=lambda s: s.tree.num_nodes + 1,
-    round_calls=lambda s: RoundCalls(target_width=s.tree.num_nodes + 1, target_mask=s.tree.arrays["mask"]),
     configure=_default_tree,
     greedy_only=True,
     traced=True,

@@ -35,7 +35,7 @@ from specjax.decode.common import (
   init_sequence,
   start,
 )
-from specjax.decode.modes import Mode, RoundCalls
+from specjax.decode.modes import Mode
 from specjax.models.kv_cache import KVCache
 
 
@@ -142,7 +142,6 @@ modes.register(
     help="no draft model: propose the continuation of the latest earlier occurrence of the last n tokens",
     knobs=("gamma", "ngram", "ngram_min"),
     lookahead=lambda s: s.gamma + 1,
-    round_calls=lambda s: RoundCalls(target_width=s.gamma + 1),
     configure=lambda knobs: modes.check_ngram(modes.check_gamma(knobs)),
   )
 )

@@ -2,9 +2,8 @@
 
 A `Mode` owns everything the rest of specjax needs to know about it: its decoder, which settings it
 reads (its knobs) and how it checks them, its look-ahead (the cache slots a round may write past the
-committed length), whether it needs a draft model or is greedy only, and the shape of the model calls
-of one round (for the bench's call replay and the planner). The engine, the CLI (`--mode` / `--modes`
-choices), the bench and the planner read the registry; none of them compares mode names. A new mode is
+committed length), and whether it needs a draft model or is greedy only. The engine, the CLI (`--mode`
+/ `--modes` choices), the bench and the planner read the registry; none of them compares mode names. A new mode is
 one file that calls `register(Mode(...))`, named in `BUILTIN` (or imported before use), plus its test.
 
 Knobs are `DecodeSettings` fields: gamma, window, tree, ngram, ngram_min, draft_threshold. A mode's `configure`
@@ -17,24 +16,11 @@ import dataclasses
 import importlib
 from collections.abc import Callable
 
-import numpy as np
-
 from specjax.decode.common import DecodeSettings
 from specjax.errors import SpecjaxError
 
 KNOBS = ("gamma", "window", "tree", "ngram", "ngram_min", "draft_threshold")
 BUILTIN = ("autoregressive", "speculative", "jacobi", "lookup")  # modules of specjax.decode that register modes
-
-
-@dataclasses.dataclass(frozen=True)
-class RoundCalls:
-  """The model calls of one loop iteration: one target call of `target_width` tokens (with the tree
-  `target_mask` [T, T] or causal when None) and, for draft modes, a first draft call of
-  `draft_first_width` tokens followed by one-token draft calls (how many is counted by the decoder)."""
-
-  target_width: int
-  target_mask: np.ndarray | None = None
-  draft_first_width: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +33,6 @@ class Mode:
     help: one line for `--help` and the README.
     knobs: the `DecodeSettings` fields the decoder reads (the others are left at their defaults).
     lookahead: cache slots one round may write past the committed length, from the settings.
-    round_calls: the model calls of one iteration, from the settings.
     configure: checks the mode's knob values (a dict) and returns them, completed; raises SpecjaxError.
     needs_draft: the mode runs a draft model.
     greedy_only: the mode refuses temperature > 0.
@@ -59,7 +44,6 @@ class Mode:
   help: str
   knobs: tuple[str, ...]
   lookahead: Callable[[DecodeSettings], int]
-  round_calls: Callable[[DecodeSettings], RoundCalls]
   configure: Callable[[dict], dict] = lambda knobs: knobs
   needs_draft: bool = False
   greedy_only: bool = False

@@ -44,19 +44,68 @@ class SamplingConfig:
     return self.temperature == 0.0
 
 
+CANDIDATES = 256  # top-p looks for the nucleus among this many top tokens before sorting the vocabulary
+BLOCK = 256  # the two-level inverse-CDF sampler's block size
+
+
+def _nucleus_threshold(logits: Float[Array, "... V"], sorted_top: Float[Array, "... C"], top_p: float):
+  """The smallest logit of the nucleus, from the C largest logits in descending order (-inf past the
+  top-k cut). Returns (threshold, found): found is False where the nucleus reaches past the C tokens."""
+  log_total = jax.nn.logsumexp(logits, axis=-1, keepdims=True)
+  probs = jnp.exp(sorted_top - log_total)
+  before = jnp.cumsum(probs, axis=-1) - probs  # mass strictly above each token
+  keep = before < top_p  # the top token always stays
+  threshold = jnp.min(jnp.where(keep, sorted_top, jnp.inf), axis=-1, keepdims=True)
+  # No slicing of the top_k output (XLA then rewrites top_k into a full sort): reductions instead.
+  return threshold, ~jnp.all(keep, axis=-1) | jnp.any(jnp.isneginf(sorted_top), axis=-1)
+
+
+def _sortable(x: Float[Array, " ..."]) -> Int[Array, " ..."]:
+  """int32 keys ordered like the float32 values (-inf < ... < -0 = 0 < ... < inf)."""
+  bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.int32)
+  return jnp.where(bits < 0, bits ^ jnp.int32(0x7FFFFFFF), bits)
+
+
+def _nucleus_by_bisection(logits: Float[Array, "... V"], top_p: float) -> Float[Array, "... 1"]:
+  """The nucleus threshold without sorting: bisect over float32 values (as ordered int32 keys) for the
+  largest x with mass(logits > x) >= top_p; the nucleus is then every token above x. 32 halvings
+  reach adjacent floats, so the cut is the same as a sort's (up to summation order)."""
+  probs = jax.nn.softmax(logits, axis=-1)
+  keys = _sortable(logits)
+  lo = jnp.min(keys, axis=-1, keepdims=True) - 1  # mass above lo is everything: >= top_p
+  hi = jnp.max(keys, axis=-1, keepdims=True)  # mass above hi is nothing: < top_p
+
+  def halve(_, bounds):
+    lo, hi = bounds
+    mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1)  # floor((lo + hi) / 2) without int32 overflow
+    small = jnp.sum(jnp.where(keys > mid, probs, 0.0), axis=-1, keepdims=True) < top_p
+    return jnp.where(small, lo, mid), jnp.where(small, mid, hi)
+
+  lo, _ = jax.lax.fori_loop(0, 32, halve, (lo, hi))
+  return jnp.min(jnp.where(keys > lo, logits, jnp.inf), axis=-1, keepdims=True)
+
+
 def filter_logits(logits: Float[Array, "... V"], cfg: SamplingConfig) -> Float[Array, "... V"]:
-  """logits / temperature with the tokens outside top-k and top-p set to -inf (not for greedy)."""
+  """logits / temperature with the tokens outside top-k and top-p set to -inf (not for greedy).
+
+  Ties at a cut are kept (every token whose logit equals the last kept one). Neither filter sorts the
+  vocabulary: top-k is `lax.top_k`; top-p finds the nucleus among the top `CANDIDATES` tokens, or by
+  bisection over the values when some row's nucleus is larger (the same result either way).
+  """
   logits = logits.astype(jnp.float32) / cfg.temperature
-  if cfg.top_k and cfg.top_k < logits.shape[-1]:
-    kth = jax.lax.top_k(logits, cfg.top_k)[0][..., -1:]
+  V = logits.shape[-1]
+  if cfg.top_k and cfg.top_k < V:
+    # min, not [..., -1:]: XLA rewrites a top_k whose output is sliced to one column into a full sort.
+    kth = jnp.min(jax.lax.top_k(logits, cfg.top_k)[0], axis=-1, keepdims=True)
     logits = jnp.where(logits < kth, -jnp.inf, logits)
   if cfg.top_p < 1.0:
-    sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
-    sorted_probs = jax.nn.softmax(sorted_logits, axis=-1)
-    before = jnp.cumsum(sorted_probs, axis=-1) - sorted_probs  # mass strictly above each token
-    keep_sorted = before < cfg.top_p  # the top token always stays
-    # The smallest kept logit is the threshold; ties at the threshold are kept.
-    threshold = jnp.min(jnp.where(keep_sorted, sorted_logits, jnp.inf), axis=-1, keepdims=True)
+    C = min(V, CANDIDATES)
+    threshold, found = _nucleus_threshold(logits, jax.lax.top_k(logits, C)[0], cfg.top_p)
+    threshold = jax.lax.cond(
+      jnp.all(found),
+      lambda: threshold,
+      lambda: _nucleus_by_bisection(logits, cfg.top_p),
+    )
     logits = jnp.where(logits < threshold, -jnp.inf, logits)
   return logits
 
@@ -68,11 +117,31 @@ def probabilities(logits: Float[Array, "... V"], cfg: SamplingConfig) -> Float[A
   return jax.nn.softmax(filter_logits(logits, cfg), axis=-1)
 
 
+def categorical(key: jax.Array, probs: Float[Array, "... V"]) -> Int[Array, "*batch"]:
+  """One draw per leading index from unnormalised probabilities, by inverse CDF on one uniform number.
+
+  Two levels (block sums, then one block) keep it O(V) with short cumulative sums; it never returns a
+  zero-probability token. Unlike `jax.random.categorical` it needs one random number per draw instead
+  of V Gumbel variates, which on CPU cost more than the draw itself at batch 16.
+  """
+  lead, V = probs.shape[:-1], probs.shape[-1]
+  nb = -(-V // BLOCK)
+  p = jnp.pad(probs.astype(jnp.float32), [(0, 0)] * len(lead) + [(0, nb * BLOCK - V)]).reshape(*lead, nb, BLOCK)
+  block_cdf = jnp.cumsum(jnp.sum(p, axis=-1), axis=-1)  # [..., nb]
+  target = (1.0 - jax.random.uniform(key, lead)) * block_cdf[..., -1]  # in (0, total]
+  b = jnp.minimum(jnp.sum(block_cdf < target[..., None], axis=-1), nb - 1)
+  below = jnp.where(b > 0, jnp.take_along_axis(block_cdf, jnp.maximum(b - 1, 0)[..., None], axis=-1)[..., 0], 0.0)
+  block = jnp.take_along_axis(p, b[..., None, None], axis=-2)[..., 0, :]  # [..., BLOCK]
+  j = jnp.sum(jnp.cumsum(block, axis=-1) < (target - below)[..., None], axis=-1)
+  last = BLOCK - 1 - jnp.argmax((block > 0)[..., ::-1], axis=-1)  # rounding can overshoot the block's end
+  return (b * BLOCK + jnp.minimum(j, last)).astype(jnp.int32)
+
+
 def sample(key: jax.Array, logits: Float[Array, "... V"], cfg: SamplingConfig) -> Int[Array, "*batch"]:
   """One token per leading index: argmax when greedy, else a draw from the processed distribution."""
   if cfg.greedy:
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-  return jax.random.categorical(key, filter_logits(logits, cfg), axis=-1).astype(jnp.int32)
+  return categorical(key, probabilities(logits, cfg))
 
 
 def leading_true(flags: Array) -> Int[Array, "*batch"]:
@@ -129,7 +198,7 @@ def rejection_accept(
   q_pad = jnp.concatenate([q, jnp.zeros_like(q[:, :1])], axis=1)  # q_{G+1} = 0: the bonus draws from p
   q_n = jnp.take_along_axis(q_pad, n[:, None, None], axis=1)[:, 0]
   dist = residual(p_n, q_n)
-  nxt = jax.random.categorical(k_next, jnp.log(dist), axis=-1).astype(jnp.int32)
+  nxt = categorical(k_next, dist)
   return n, nxt
 
 

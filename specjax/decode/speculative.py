@@ -48,7 +48,7 @@ from specjax.decode.common import (
   start,
 )
 from specjax.decode.lookup import lookup
-from specjax.decode.modes import Mode, RoundCalls
+from specjax.decode.modes import Mode
 from specjax.models.kv_cache import KVCache
 
 
@@ -100,8 +100,16 @@ def draft(
   first = jnp.maximum(length + 1 - width, 0)
   toks = jax.vmap(lambda row, i: jax.lax.dynamic_slice(row, (i,), (width,)))(seq, first)
   pos = first[:, None] + jnp.arange(width, dtype=jnp.int32)[None, :]
-  logits, cache = forward(s.draft, draft_params, toks, pos, cache.rollback(first), vocab_size=s.vocab_size)
-  logits = jnp.take_along_axis(logits, (length - first)[:, None, None], axis=1)[:, 0]  # at `cur`
+  logits, cache = forward(
+    s.draft,
+    draft_params,
+    toks,
+    pos,
+    cache.rollback(first),
+    vocab_size=s.vocab_size,
+    logits_at=(length - first)[:, None],
+  )
+  logits = logits[:, 0]  # at `cur`
   cache = cache.rollback(length + 1)
 
   def propose(k, logits):
@@ -254,7 +262,6 @@ modes.register(
     help="a draft model proposes gamma tokens (or fewer: --draft-threshold), one target call verifies them",
     knobs=("gamma", "draft_threshold"),
     lookahead=lambda s: s.gamma + 1,
-    round_calls=lambda s: RoundCalls(target_width=s.gamma + 1, draft_first_width=2),
     configure=_configure,
     needs_draft=True,
     traced=True,
@@ -267,7 +274,6 @@ modes.register(
     help="spec, but a row whose context repeats its last tokens proposes their earlier continuation instead",
     knobs=("gamma", "draft_threshold", "ngram", "ngram_min"),
     lookahead=lambda s: s.gamma + 1,
-    round_calls=lambda s: RoundCalls(target_width=s.gamma + 1, draft_first_width=s.gamma + 1),
     configure=lambda knobs: modes.check_ngram(_configure(knobs)),
     needs_draft=True,
   )

@@ -6,110 +6,25 @@ at temperature > 0.
 
 Record fields: mode, gamma, window, ngram, ngram_min, draft_threshold, temperature, batch_size, prompts,
 max_new_tokens, new_tokens, target_calls, draft_calls, drafted_tokens, acceptance_rate,
-block_efficiency, per_position_acceptance, tokens_per_s, speedup_vs_ar, compile_s, wall_s,
-model_call_s, loop_overhead.
+block_efficiency, per_position_acceptance, tokens_per_s, speedup_vs_ar, compile_s, wall_s.
 
 With `repeat` > 1 each combination runs that many times and the fastest run is kept (same seed, so the
-same tokens; the least disturbed timing). speedup_vs_ar divides by the target-only autoregressive run at the same temperature and batch size
-(always run, even when `ar` is not asked for). model_call_s is what the run's model calls cost alone:
-`CallReplay` makes the same calls (shapes, count, order) as separately jitted calls, fastest of
-`repeat` replays; loop_overhead = wall_s / model_call_s - 1 is what the compiled loop adds on top
-(drafting control, acceptance, sampling, cache bookkeeping, while-loop control).
+same tokens; the least disturbed timing). speedup_vs_ar divides by the target-only autoregressive run
+at the same temperature and batch size (always run, even when `ar` is not asked for). What one model
+call costs is measured by `specjax.eval.forward` (scripts/bench_forward.py, `specjax plan`), not here.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from specjax.decode import modes as registry
-from specjax.decode.common import forward
-from specjax.decode.engine import Engine, RunResult
+from specjax.decode.engine import Engine
 from specjax.decode.sampling import SamplingConfig
 from specjax.decode.tree import TokenTree
 from specjax.errors import SpecjaxError
-
-
-class CallReplay:
-  """Replays the model calls of a decode, one separately jitted call at a time, to time them alone.
-
-  The replay makes the same calls as the compiled loop (same shapes, same count, in loop order: the
-  prefill(s), then per iteration the target call and the draft calls) on a cache filled to the middle
-  of the run, waiting for each, and returns the total wall time. Timing calls over the same span as
-  the decode, rather than one call at a time, exposes both to the same background load.
-  """
-
-  def __init__(self, engine: Engine):
-    self.engine = engine
-    self._calls: dict[tuple, object] = {}
-    self._fns = {}
-
-  def _fn(self, which: str):
-    if which not in self._fns:
-      cfg = self.engine.target_cfg if which == "target" else self.engine.draft_cfg
-      vocab = self.engine.vocab_size
-      # Logits and the written cache, as in the loop (returning only logits would let XLA drop the writes).
-      self._fns[which] = jax.jit(lambda p, t, pos, c, m: forward(cfg, p, t, pos, c, m, vocab))
-    return self._fns[which]
-
-  def call(self, which: str, batch: int, T: int, cache_size: int, fill: int, mask=None):
-    """A ready-to-run thunk: one forward of T tokens per row on a cache holding `fill` tokens."""
-    key = (which, batch, T, cache_size, fill, mask is not None)
-    if key not in self._calls:
-      e = self.engine
-      cfg, params = (e.target_cfg, e.target_params) if which == "target" else (e.draft_cfg, e.draft_params)
-      cache = cfg.init_cache(batch, cache_size).rollback(jnp.full((batch,), fill, jnp.int32))
-      tokens = jnp.zeros((batch, T), jnp.int32)
-      positions = fill + jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (batch, T))
-      fn = self._fn(which)
-      thunk = lambda: jax.block_until_ready(fn(params, tokens, positions, cache, mask))  # noqa: E731
-      thunk()  # compile and warm up
-      self._calls[key] = thunk
-    return self._calls[key]
-
-  def plan(self, run: RunResult, mode: str) -> list:
-    """[(prefill calls, per-iteration calls, iterations)] for each batch of `run`.
-
-    Per iteration: the mode's first draft call and the target call (`Mode.round_calls`); the one-token
-    draft calls the run really made (its `draft_calls` counter) are spread over the iterations."""
-    m = registry.get(mode)
-    rc = m.round_calls(run.settings)
-    out = []
-    for b in run.batches:
-      B, P, S, it = b["batch_size"], b["bucket"], b["cache_size"], b["iterations"]
-      mid = P + (S - P) // 2  # a typical cache fill during the run
-      mask = None
-      if rc.target_mask is not None:
-        n = rc.target_width
-        mask = jnp.broadcast_to(jnp.asarray(rc.target_mask), (B, n, n))
-      pre = [self.call("target", B, P, S, 0)]
-      target = self.call("target", B, rc.target_width, S, mid, mask=mask)
-      steps = [[target] for _ in range(it)]
-      if m.needs_draft:
-        pre.append(self.call("draft", B, P, S, 0))
-        first, one = self.call("draft", B, rc.draft_first_width, S, mid), self.call("draft", B, 1, S, mid)
-        extra = max(b["draft_calls"] - it, 0)
-        for i in range(it):
-          n_one = (extra * (i + 1)) // it - (extra * i) // it
-          steps[i] = [first] + [one] * n_one + [target]
-      out.append((pre, steps))
-    return out
-
-  def seconds(self, run: RunResult, mode: str) -> float:
-    """Wall time of replaying every model call of `run` (see the class docstring)."""
-    plan = self.plan(run, mode)
-    t0 = time.perf_counter()
-    for pre, steps in plan:
-      for call in pre:
-        call()
-      for step in steps:
-        for call in step:
-          call()
-    return time.perf_counter() - t0
 
 
 def combinations(modes: Sequence[str], gammas: Sequence[int], thresholds: Sequence[float | None]) -> list[tuple]:
@@ -145,7 +60,6 @@ def bench(
   top_k: int = 0,
   seed: int = 0,
   tree: TokenTree | None = None,
-  measure_overhead: bool = True,
   repeat: int = 1,
   log=print,
 ) -> list[dict]:
@@ -164,7 +78,6 @@ def bench(
     if g < 1:
       raise SpecjaxError(f"gamma must be >= 1, got {g}")
   tree = tree or TokenTree.default()
-  replay = CallReplay(engine)
   records = []
   for batch_size in batch_sizes:
     for temperature in temperatures:
@@ -223,9 +136,6 @@ def bench(
           "compile_s": run.compile_s,
           "wall_s": run.wall_s,
         }
-        if measure_overhead:
-          rec["model_call_s"] = min(replay.seconds(run, mode) for _ in range(repeat))
-          rec["loop_overhead"] = run.wall_s / rec["model_call_s"] - 1.0
         if mode != "ar" or "ar" in modes:
           records.append(rec)
         log(_line(rec))
@@ -244,11 +154,10 @@ def label(r: dict) -> str:
 
 def _line(r: dict) -> str:
   name = label(r)
-  extra = f" overhead={_fmt(r.get('loop_overhead'), '+.1%')}" if "loop_overhead" in r else ""
   return (
     f"{name:<24} T={r['temperature']:<4} B={r['batch_size']:<3} tok/s={_fmt(r['tokens_per_s'], '.1f'):>7} "
     f"speedup={_fmt(r['speedup_vs_ar'])} tau={_fmt(r['block_efficiency'])} alpha={_fmt(r['acceptance_rate'])} "
-    f"compile={r['compile_s']:.1f}s wall={r['wall_s']:.2f}s{extra}"
+    f"compile={r['compile_s']:.1f}s wall={r['wall_s']:.2f}s"
   )
 
 

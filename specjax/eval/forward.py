@@ -1,44 +1,80 @@
-"""The measured cost of one model call, by number of new tokens (a minimal version; see `call_costs`)."""
+"""What one model call costs on this machine, and the memory-bandwidth floor beside it.
+
+A decode step must read every weight once, so no call can be faster than streaming the model's bytes
+from memory. `floor_s` measures that floor on the spot: one jitted matrix-vector product over a matrix
+as large as the model (same bytes, same dtype). `call_costs` times the calls the decoders make (T new
+tokens per row on a cache holding `cache_fill` tokens, decode layout), so the two can be compared in
+one run and on one machine (a ratio, not an absolute time, is what survives a noisy machine).
+
+    costs = call_costs(cfg, params, batch_size=1, widths=[1, 5], cache_fill=200, cache_size=272)
+    floor = floor_s(param_bytes(params))
+"""
 
 from __future__ import annotations
 
-import statistics
+import math
 import time
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from specjax.decode.common import forward
-from specjax.models.llama import LlamaConfig, decode_layout
+from specjax.models.llama import ModelConfig, decode_layout
+
+
+def param_bytes(params) -> int:
+  return sum(math.prod(x.shape) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(params))
+
+
+def _median_s(thunk, repeat: int) -> float:
+  thunk()  # compile and warm up
+  times = []
+  for _ in range(repeat):
+    t0 = time.perf_counter()
+    thunk()
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times))
+
+
+def floor_s(nbytes: int, dtype=jnp.float32, repeat: int = 10, rows: int = 1024) -> float:
+  """Seconds for one jitted [1, rows] @ [rows, N] product streaming `nbytes` of weights (the floor)."""
+  cols = max(1, nbytes // (rows * jnp.dtype(dtype).itemsize))
+  w = jnp.ones((rows, cols), dtype)
+  x = jnp.ones((1, rows), dtype)
+  fn = jax.jit(lambda x, w: x @ w)
+  return _median_s(lambda: jax.block_until_ready(fn(x, w)), repeat)
 
 
 def call_costs(
-  cfg: LlamaConfig,
+  cfg: ModelConfig,
   params,
   batch_size: int,
   widths: Sequence[int],
   cache_fill: int,
   cache_size: int,
   repeat: int = 5,
+  mask: bool = False,
+  fast_layout: bool = True,
 ) -> dict[int, float]:
-  """Median seconds of one cached model call with T new tokens per row, for each T in `widths`, on a
-  cache of `cache_size` slots holding `cache_fill` tokens, in the decode layout (compiled ahead of
-  time, one warm-up call, then `repeat` timed calls each waited for)."""
-  cfg, params = decode_layout(cfg, params)
+  """Median seconds of one model call with T new tokens per row, for each T in `widths`.
+
+  The call is the decoders' own (`specjax.decode.common.forward` on the decode layout, logits and the
+  written cache returned so XLA cannot drop the cache writes). `mask=True` passes an explicit [B, T, T]
+  attention mask, as tree verification does; `fast_layout=False` times the training (scanned) layout.
+  """
+  if fast_layout and cfg.scan_layers:
+    cfg, params = decode_layout(cfg, params)
   params = jax.device_put(params)
-  fn = jax.jit(lambda p, t, pos, c: forward(cfg, p, t, pos, c))
-  cache = cfg.init_cache(batch_size, cache_size).rollback(jnp.full((batch_size,), cache_fill, jnp.int32))
+  fn = jax.jit(lambda p, t, pos, c, m: forward(cfg, p, t, pos, c, m))
   out = {}
-  for T in sorted(set(int(w) for w in widths)):
+  for T in widths:
+    if cache_fill + T > cache_size:
+      raise ValueError(f"a call of {T} tokens on {cache_fill} cached ones needs a cache of {cache_fill + T} slots")
+    cache = cfg.init_cache(batch_size, cache_size).rollback(jnp.full((batch_size,), cache_fill, jnp.int32))
     tokens = jnp.zeros((batch_size, T), jnp.int32)
     positions = cache_fill + jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (batch_size, T))
-    compiled = fn.lower(params, tokens, positions, cache).compile()
-    jax.block_until_ready(compiled(params, tokens, positions, cache))
-    times = []
-    for _ in range(repeat):
-      t0 = time.perf_counter()
-      jax.block_until_ready(compiled(params, tokens, positions, cache))
-      times.append(time.perf_counter() - t0)
-    out[T] = statistics.median(times)
+    m = jnp.broadcast_to(jnp.tril(jnp.ones((T, T), bool)), (batch_size, T, T)) if mask else None
+    out[T] = _median_s(lambda: jax.block_until_ready(fn(params, tokens, positions, cache, m)), repeat)  # noqa: B023
   return out

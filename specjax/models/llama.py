@@ -66,6 +66,12 @@ _FAMILY_FIELDS = (
 )
 
 
+# Config fields that choose numerics, memory or initialisation, not the function a model computes from its
+# parameters: two configs that differ only here are the same model (e.g. the target fingerprint of
+# `specjax.data.distill_data` ignores them). Add every new runtime-only field (e.g. `scan_layers`) here.
+NON_FUNCTIONAL_FIELDS = frozenset({"dtype", "param_dtype", "remat", "scan_layers", "initializer_range"})
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Architecture and numerics of a decoder of any supported family (hashable: a static argument).
@@ -280,17 +286,20 @@ class Attention(nn.Module):
       q, k = RMSNorm(cfg, name="q_norm")(q), RMSNorm(cfg, name="k_norm")(k)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
-    if layer_kv is not None:  # attend over the whole cache: [B, S, K, Dh]
-      ck, cv = kvc.write(layer_kv[0], layer_kv[1], k, v, lengths)
-      layer_kv = (ck, cv)
-      k, v = ck.astype(cfg.compute_dtype), cv.astype(cfg.compute_dtype)
+    # Keys as [B, K, Dh, S] and values as [B, K, S, Dh] (the cache's layout): both attention products are
+    # then plain batched matmuls, with no per-layer transpose of the cache (on CPU that cost as much as
+    # the products themselves at batch 16).
+    k, v = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)
+    if layer_kv is not None:  # attend over the whole cache
+      layer_kv = kvc.write(layer_kv[0], layer_kv[1], k, v, lengths)
+      k, v = layer_kv[0].astype(cfg.compute_dtype), layer_kv[1].astype(cfg.compute_dtype)
 
-    q = q.reshape(B, T, K, H // K, Dh)
-    scores = jnp.einsum("btkrd,bskd->bkrts", q, k, preferred_element_type=jnp.float32)
+    q = q.reshape(B, T, K, H // K, Dh).transpose(0, 2, 3, 1, 4)  # [B, K, R, T, Dh]
+    scores = jnp.einsum("bkrtd,bkds->bkrts", q, k, preferred_element_type=jnp.float32)
     scores = scores / math.sqrt(Dh)
     scores = jnp.where(mask[:, None, None, :, :], scores, NEG_INF)
     probs = jax.nn.softmax(scores, axis=-1).astype(cfg.compute_dtype)
-    out = jnp.einsum("bkrts,bskd->btkrd", probs, v).reshape(B, T, H * Dh)
+    out = jnp.einsum("bkrts,bksd->bkrtd", probs, v).transpose(0, 3, 1, 2, 4).reshape(B, T, H * Dh)
     return _dense(cfg.hidden_size, ("heads", "embed"), cfg, "o_proj")(out), layer_kv
 
 
@@ -333,7 +342,11 @@ class Llama(nn.Module):
     positions: Int[Array, "B T"],
     cache: KVCache | None = None,
     attn_mask: Bool[Array, "B T T"] | None = None,
+    logits_at: Int[Array, "B N"] | None = None,
   ) -> tuple[Float[Array, "B T V"], KVCache | None]:
+    """`logits_at` [B, N]: compute logits only at these token indices (then [B, N, V]); a prefill needs
+    them after each prompt's last token alone, and the head over every prompt position costs more than
+    the rest of the prefill."""
     cfg = self.cfg
     B, T = tokens.shape
     embed = nn.Embed(
@@ -382,6 +395,8 @@ class Llama(nn.Module):
           new_v.append(layer_kv[1])
       if kv is not None:
         kv = (tuple(new_k), tuple(new_v))
+    if logits_at is not None:
+      x = jnp.take_along_axis(x, logits_at[..., None], axis=1)
     x = RMSNorm(cfg, name="norm")(x)
 
     if cfg.tie_embeddings:

@@ -31,15 +31,12 @@ import random
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 
-from specjax.config import config_to_dict
 from specjax.errors import SpecjaxError
 from specjax.losses.distill import make_loss
-from specjax.parallel.sharding import MeshConfig, batch_divisor, initialize_distributed, make_mesh, put_batch
-from specjax.train.loop import CheckpointConfig, LogConfig, LoopResult, gather_params, run_loop
-from specjax.train.optim import OptimConfig, make_optimizer
+from specjax.train.loop import LoopResult
+from specjax.train.trainer import Trainer, TrainerConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,20 +67,16 @@ class OnPolicyConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(TrainerConfig):
+  """TrainerConfig (steps, seed, optim, mesh, checkpoint, logging) plus the models, loss, data and hooks."""
+
   target: str | None = None  # the target's specjax checkpoint (the teacher; must have made the data)
   student: str | None = None  # the pretrained drafter checkpoint to start from
   reference: str | None = None  # AdaSPEC only: the FKL-distilled reference checkpoint
   loss: str = "fkl"  # fkl | rkl | jsd | tvd | tvdpp | adaspec
   loss_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. {beta: 0.5}, {norm: batch}, {k: 0.4}
-  steps: int = 1000
-  seed: int = 0
   dtype: str = "float32"  # compute dtype of student and teacher (params keep their own dtype)
   data: DistillDataConfig = DistillDataConfig()
-  optim: OptimConfig = OptimConfig()
-  mesh: MeshConfig = MeshConfig()
-  checkpoint: CheckpointConfig = CheckpointConfig()
-  logging: LogConfig = LogConfig()
   spec_eval: SpecEvalConfig = SpecEvalConfig()
   on_policy: OnPolicyConfig = OnPolicyConfig()
 
@@ -137,8 +130,11 @@ class SpecEval:
     self.cfg, self.prompts = cfg, prompts
     self.engine = Engine(target_cfg, target_params, student_cfg, None, eos_ids=eos_ids)
 
-  def __call__(self, params) -> dict[str, float]:
+  def __call__(self, params, step: int = 0) -> dict[str, float]:
+    """A trainer hook: spec_t{T}_acceptance_rate / _block_efficiency of the current drafter."""
     from specjax.decode.sampling import SamplingConfig
+
+    del step
 
     self.engine.draft_params = params
     out: dict[str, float] = {}
@@ -159,20 +155,6 @@ class SpecEval:
     return out
 
 
-def teacher_forced_eval(eval_step, params, batches, frozen, mesh) -> dict[str, float]:
-  """Token-weighted means of the loss metrics over held-out batches (prefixed eval_)."""
-  sums: dict[str, float] = {}
-  weight = 0.0
-  for b in batches:
-    m = {k: float(v) for k, v in jax.device_get(eval_step(params, put_batch(b, mesh), frozen)).items()}
-    w = m.get("num_tokens", 1.0)
-    weight += w
-    for k in ("expected_acceptance", "loss"):
-      if k in m:
-        sums[k] = sums.get(k, 0.0) + m[k] * w
-  return {f"eval_{k}": v / max(weight, 1e-9) for k, v in sums.items()}
-
-
 class OnPolicy:
   """Replaces a batch's responses with the current drafter's samples with probability `fraction`."""
 
@@ -187,6 +169,11 @@ class OnPolicy:
 
   def draw(self, step: int) -> bool:
     return self.cfg.fraction > 0 and random.Random(f"on-policy:{self.seed}:{step}").random() < self.cfg.fraction
+
+  def hook(self, params, batch: dict[str, np.ndarray], step: int) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """A trainer batch hook: the batch of step `step` + 1 (drafter samples when drawn) and `on_policy`."""
+    on = self.draw(step)
+    return (self(params, batch, step) if on else batch), {"on_policy": float(on)}
 
   def __call__(self, params, batch: dict[str, np.ndarray], step: int) -> dict[str, np.ndarray]:
     from specjax.data.distill_batches import empty_batch, fill_row, prompt_length
@@ -213,24 +200,11 @@ def distill(cfg: DistillConfig, out: str | Path, stop_at: int | None = None) -> 
   from specjax.checkpoint.orbax_io import load_checkpoint, load_tokenizer, read_config, save_checkpoint
   from specjax.data.distill_batches import ExampleBatches
   from specjax.data.distill_data import check_same_target, load_distill_data
-  from specjax.train.pretrain import _check_run_config
-  from specjax.train.step import (
-    abstract_state,
-    create_state,
-    make_eval_step,
-    make_train_step,
-    param_shardings,
-    state_shardings,
-  )
 
-  if cfg.mesh.distributed:
-    initialize_distributed()
   out = Path(out)
   target_path = _require(cfg.target, "target", "set target=PATH to the target's specjax checkpoint")
   student_path = _require(cfg.student, "student", "set student=PATH to a pretrained drafter checkpoint")
   data_path = _require(cfg.data.path, "data.path", "set data.path=DIR to a `specjax make-data` output")
-  if stop_at is not None and stop_at < 1:
-    raise SpecjaxError(f"--stop-at must be >= 1, got {stop_at}")
   options = dict(cfg.loss_options)
   make_loss(cfg.loss, **options)  # validates the name, option names and values (e.g. k in (0, 1])
   if cfg.loss == "adaspec" and not cfg.reference:
@@ -246,13 +220,8 @@ def distill(cfg: DistillConfig, out: str | Path, stop_at: int | None = None) -> 
   s_cfg = s_saved.replace(dtype=cfg.dtype, remat=False)
   t_cfg = t_cfg.replace(dtype=cfg.dtype, remat=False)
   ds, meta = load_distill_data(data_path)
-  mesh = make_mesh(cfg.mesh)
-  div = batch_divisor(mesh) * cfg.optim.grad_accum
-  if cfg.data.batch_size % div:
-    raise SpecjaxError(
-      f"data.batch_size ({cfg.data.batch_size}) must be a multiple of data x fsdp devices x optim.grad_accum ({div})"
-    )
-  t_sh = param_shardings(t_cfg, mesh)
+  trainer = Trainer(cfg, out, batch_size=cfg.data.batch_size, stop_at=stop_at)
+  t_sh = trainer.param_shardings(t_cfg)
   target = load_checkpoint(target_path, shardings=t_sh, config=t_cfg)
   check_same_target(meta, target.config, target.params, data_path)
   frozen = {"target": target.params}
@@ -263,79 +232,41 @@ def distill(cfg: DistillConfig, out: str | Path, stop_at: int | None = None) -> 
     r_cfg, _ = read_config(cfg.reference)
     if any(getattr(r_cfg, f) != getattr(s_cfg, f) for f in SHAPE_FIELDS):
       raise SpecjaxError(f"reference {cfg.reference} is not the student's model size; distil it from the same drafter")
-    frozen["reference"] = load_checkpoint(cfg.reference, shardings=param_shardings(s_cfg, mesh), config=s_cfg).params
-    frozen_sh["reference"] = param_shardings(s_cfg, mesh)
+    frozen_sh["reference"] = trainer.param_shardings(s_cfg)
+    frozen["reference"] = load_checkpoint(cfg.reference, shardings=frozen_sh["reference"], config=s_cfg).params
 
-  _check_run_config(out, config_to_dict(cfg))
+  trainer.check_run_config(cfg)
   data = ExampleBatches(
     ds, cfg.data.batch_size, cfg.data.seq_len, cfg.data.seed, cfg.data.eval_examples, cfg.data.eval_batches
   )
   tokenizer = load_tokenizer(target_path)
   eos_ids = tuple({int(e) for e in (tokenizer.eos_token_id, t_cfg.eos_token_id) if e is not None})
 
-  tx, schedule = make_optimizer(cfg.optim, cfg.steps)
-  shardings = state_shardings(s_cfg, tx, mesh)
   loss_fn = make_distill_loss(s_cfg, t_cfg, cfg.loss, options)
-  train_step = make_train_step(loss_fn, tx, schedule, mesh, shardings, frozen_sh, grad_accum=cfg.optim.grad_accum)
-  eval_step = make_eval_step(loss_fn, mesh, shardings.params, frozen_sh)
-  eval_batches = data.eval_batches()
-  spec = None
+  trainer.set_objective(s_cfg, loss_fn, frozen=frozen, frozen_shardings=frozen_sh)
+  trainer.add_eval(data.eval_batches(), keys=("loss", "expected_acceptance"))
   if cfg.spec_eval.every >= 0 and cfg.spec_eval.prompts > 0:
-    spec = SpecEval(cfg.spec_eval, t_cfg, target.params, s_cfg, data.eval_prompts(cfg.spec_eval.prompts), eos_ids)
-  policy = OnPolicy(cfg.on_policy, s_cfg, eos_ids, cfg.seed, cfg.data.batch_size) if cfg.on_policy.fraction else None
+    prompts = data.eval_prompts(cfg.spec_eval.prompts)
+    trainer.add_hook(SpecEval(cfg.spec_eval, t_cfg, target.params, s_cfg, prompts, eos_ids), cfg.spec_eval.every)
+  engine = bool(cfg.on_policy.fraction)  # no sampler to build when no step can be on-policy
+  policy = OnPolicy(cfg.on_policy, s_cfg, eos_ids, cfg.seed, cfg.data.batch_size, engine=engine)
+  trainer.add_batch_hook(policy.hook)
 
-  def step_with_hooks(state, batch, frozen_):
-    step = int(jax.device_get(state.step))
-    on_policy = policy is not None and policy.draw(step)
-    if on_policy:
-      host = {k: np.asarray(jax.device_get(v)) for k, v in batch.items()}
-      batch = put_batch(policy(state.params, host, step), mesh)
-    state, metrics = train_step(state, batch, frozen_)
-    metrics = dict(metrics, on_policy=float(on_policy))
-    done = step + 1
-    final = done == cfg.steps
-    every = cfg.logging.eval_every
-    if eval_batches and (final or (every and done % every == 0)):
-      metrics.update(teacher_forced_eval(eval_step, state.params, eval_batches, frozen_, mesh))
-    if spec is not None and (final or (cfg.spec_eval.every and done % cfg.spec_eval.every == 0)):
-      metrics.update(spec(state.params))
-    return state, metrics
-
-  def init_state():
-    return create_state(s_cfg, tx, shardings, cfg.seed, params=load_checkpoint(student_path, config=s_cfg).params)
-
-  def final_export(state):
-    final = out / "final"
-    if final.exists():
-      return
-    params = gather_params(state.params)  # every process joins; process 0 writes
-    if params is None:
-      return
+  def export(final, params, steps):
     meta_out = {
       "source": "specjax distill",
       "loss": cfg.loss,
       "loss_options": options,
-      "steps": int(state.step),
+      "steps": steps,
       "student": student_path,
       "target": target_path,
       "data": data_path,
     }
     save_checkpoint(final, s_saved, params, tokenizer=tokenizer, meta=meta_out)
-    print(f"wrote specjax checkpoint {final}", flush=True)
 
-  return run_loop(
-    out=out,
-    init_state=init_state,
-    abstract_state=abstract_state(s_cfg, tx, shardings),
-    train_step=step_with_hooks,
-    eval_step=eval_step,
-    data=data,
-    mesh=mesh,
-    frozen=frozen,
-    total_steps=cfg.steps,
+  return trainer.run(
+    data,
     tokens_per_step=cfg.data.batch_size * cfg.data.seq_len,
-    stop_at=stop_at,
-    checkpoint=cfg.checkpoint,
-    logging=cfg.logging,
-    final_export=final_export,
+    init_params=lambda: load_checkpoint(student_path, config=s_cfg).params,
+    export=export,
   )

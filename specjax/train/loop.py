@@ -1,17 +1,20 @@
-"""The host training loop: progress, metrics, eval, checkpoints, exact resume, signals, NaN stop.
+"""The host training loop: progress, metrics, hooks, checkpoints, exact resume, signals, NaN stop.
 
-REUSE CONTRACT: `run_loop` knows nothing about pretraining. It takes
+REUSE CONTRACT: `run_loop` knows nothing about pretraining (`specjax.train.trainer.Trainer` builds its
+arguments for every entry point). It takes
 
 - `init_state()` -> a fresh sharded TrainState (only called when there is nothing to resume), and
   `abstract_state`, its ShapeDtypeStructs with shardings (the restore target; `step.abstract_state`);
-- `train_step(state, batch, frozen) -> (state, metrics)` and optionally `eval_step(params, batch, frozen)
-  -> metrics` (from `specjax.train.step`), plus `frozen` (e.g. teacher params, never saved);
+- `train_step(state, batch, frozen) -> (state, metrics)` (from `specjax.train.step`), plus `frozen`
+  (e.g. teacher params, never saved);
 - `data`: any batch iterator with `next() -> dict of [B, ...] numpy arrays`, `state() -> JSON dict`,
   `restore(dict)` and `eval_batches() -> list of batches` (`specjax.data.packing.PackedBatches` is one);
-- `final_export(state)`: called once when the run reaches `total_steps` (pretraining writes a specjax
-  checkpoint folder there; distillation does the same with its own config).
-
-So `specjax distill` is this loop with another loss, another data source and another export hook.
+- `hooks`: `Hook(fn, every)`s, `fn(params, step) -> dict of scalars` run on the state after step `step`
+  when `every` > 0 divides it and after the last step (held-out evaluation, speculative evaluation);
+  their scalars join that step's metrics record;
+- `batch_hooks`: `fn(params, host_batch, step) -> (host_batch, scalars)` run before step `step + 1` is
+  dispatched (on-policy sampling replaces the batch's responses);
+- `final_export(state)`: called once when the run reaches `total_steps`.
 
 Output folder layout (`out/`):
     checkpoints/<step>/   Orbax CheckpointManager steps: `state` (params, opt state, step, RNG) and
@@ -23,8 +26,15 @@ Output folder layout (`out/`):
 
 Starting again with the same `out` resumes from the latest checkpoint, bit for bit: the state, the data
 position and the per-step RNG (fold_in(key, step)) are exactly what the uninterrupted run had.
-A NaN or inf loss stops the run with a SpecjaxError before anything of that step is saved, so the last
-checkpoint on disk is the last good one.
+The loop never waits for a step's metrics before dispatching the next step: it dispatches step k+1,
+then reads step k's metrics (loss check, metrics.jsonl, progress bar) while step k+1 runs. Checkpoint
+steps (and a signal) read their own step's metrics before saving, so no checkpoint holds an unchecked
+state. `tokens_per_s` is measured between consecutive metric reads, minus the time of `hooks` and saves
+(`batch_hooks`, e.g. on-policy sampling, count as step time).
+
+A NaN or inf loss at step k stops the run with a SpecjaxError naming step k. Step k+1 was already
+dispatched when step k's loss is seen; it is discarded with it. Neither is saved and metrics.jsonl ends
+at step k-1, so the last checkpoint on disk is the last good one (a rerun resumes from it).
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ import json
 import math
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -154,16 +164,19 @@ def gather_params(params: Any) -> Any | None:
   return params if jax.process_index() == 0 else None
 
 
-def evaluate(eval_step, params, batches, frozen, mesh) -> float | None:
-  """Mean eval loss over the held-out batches, weighted by their counted tokens when reported."""
-  if eval_step is None or not batches:
-    return None
-  total, weight = 0.0, 0.0
-  for batch in batches:
-    m = _scalars(eval_step(params, put_batch(batch, mesh), frozen))
-    w = m.get("tokens", 1.0)
-    total, weight = total + m["loss"] * w, weight + w
-  return total / max(weight, 1e-9)
+@dataclasses.dataclass(frozen=True)
+class Hook:
+  """`fn(params, step) -> dict of scalars`, run after step `step` when `every` > 0 divides it and after
+  the last step (`every` <= 0: only after the last step)."""
+
+  fn: Callable[[Any, int], dict[str, float] | None]
+  every: int = 0
+
+  def due(self, step: int, total_steps: int) -> bool:
+    return step == total_steps or (self.every > 0 and step % self.every == 0)
+
+
+BatchHook = Callable[[Any, dict, int], tuple[dict, dict]]
 
 
 def run_loop(
@@ -176,8 +189,9 @@ def run_loop(
   mesh: jax.sharding.Mesh,
   total_steps: int,
   tokens_per_step: int,
-  eval_step: Callable | None = None,
   frozen: Any = None,
+  hooks: Sequence[Hook] = (),
+  batch_hooks: Sequence[BatchHook] = (),
   stop_at: int | None = None,
   checkpoint: CheckpointConfig = CheckpointConfig(),
   logging: LogConfig = LogConfig(),
@@ -225,42 +239,67 @@ def run_loop(
       from tqdm import tqdm
 
       bar = tqdm(total=total_steps, initial=step, desc="train", dynamic_ncols=True)
-    eval_batches = data.eval_batches() if eval_step is not None else []
     try:
       with _Signals() as signals:
-        tick = time.perf_counter()
-        while step < end:
-          batch = put_batch(data.next(), mesh)
-          state, metrics = train_step(state, batch, frozen)
-          m = _scalars(metrics)
+        # Step k+1 is dispatched before step k's metrics are read on the host, so the device never waits
+        # for the host between steps. `pending` is the dispatched step whose metrics are not read yet.
+        pending: tuple[int, Any, dict] | None = None
+        tick, paused = time.perf_counter(), 0.0  # paused: host time spent on eval / saves, not on steps
+
+        def finish(done: int, metrics: Any, extra: dict) -> None:
+          nonlocal tick, paused, last_loss
+          m = _scalars(metrics)  # waits for step `done` only (the next one may still be running)
           now = time.perf_counter()
-          step += 1
           loss = m["loss"]
           if not math.isfinite(loss):
             mngr.wait_until_finished()
             good = mngr.latest_step()
             where = f"step {good} in {out / 'checkpoints'}" if good is not None else "none saved yet"
             raise SpecjaxError(
-              f"loss is {loss} at step {step}; stopped. Last good checkpoint: {where}. "
+              f"loss is {loss} at step {done}; stopped. Last good checkpoint: {where}. "
               "Lower optim.lr, lengthen optim.warmup_steps or set optim.z_loss, then rerun"
             )
-          record = {"step": step, "loss": loss, "lr": m["lr"], "tokens_per_s": tokens_per_step / max(now - tick, 1e-9)}
+          seconds = max(now - tick - paused, 1e-9)
+          tick, paused = now, 0.0
+          record = {"step": done, "loss": loss, "lr": m["lr"], "tokens_per_s": tokens_per_step / seconds}
           record.update({k: v for k, v in m.items() if k not in record})
-          if logging.eval_every and step % logging.eval_every == 0 or step == total_steps:
-            ev = evaluate(eval_step, state.params, eval_batches, frozen, mesh)
-            if ev is not None:
-              record["eval_loss"] = ev
+          record.update(extra)
           metrics_log.write(record)
           last_loss = loss
           if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{m['lr']:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
-          if checkpoint.every and step % checkpoint.every == 0 and step < end:
+
+        while step < end:
+          host, before = data.next(), {}
+          for batch_hook in batch_hooks:
+            host, scalars = batch_hook(state.params, host, step)
+            before.update(scalars)
+          state, metrics = train_step(state, put_batch(host, mesh), frozen)  # dispatch step `step + 1`
+          step += 1
+          if pending is not None:  # read the previous step while this one runs
+            finish(*pending)
+            pending = None
+          extra = dict(before)
+          for hook in hooks:
+            if hook.due(step, total_steps):
+              t0 = time.perf_counter()
+              extra.update(hook.fn(state.params, step) or {})
+              paused += time.perf_counter() - t0
+          pending = (step, metrics, extra)
+          due = checkpoint.every and step % checkpoint.every == 0 and step < end
+          if due or signals.received is not None:
+            finish(*pending)  # never save a state whose loss was not checked
+            pending = None
+          if due:
+            t0 = time.perf_counter()
             save(state, step)
-          tick = time.perf_counter()
+            paused += time.perf_counter() - t0
           if signals.received is not None:
             status, signum = "signal", signals.received
             break
+        if pending is not None:
+          finish(*pending)
         if step >= end and status == "finished" and end < total_steps:
           status = "stopped"
         save(state, step, force=True)

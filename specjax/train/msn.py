@@ -19,27 +19,21 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from specjax.config import config_to_dict
 from specjax.errors import SpecjaxError
-from specjax.parallel.sharding import MeshConfig, batch_divisor, initialize_distributed, make_mesh
 from specjax.train.distill import DistillDataConfig
-from specjax.train.loop import CheckpointConfig, LogConfig, LoopResult, gather_params, run_loop
-from specjax.train.optim import OptimConfig, make_optimizer
+from specjax.train.loop import LoopResult
+from specjax.train.trainer import Trainer, TrainerConfig
 
 
 @dataclasses.dataclass(frozen=True)
-class MsnConfig:
+class MsnConfig(TrainerConfig):
+  """TrainerConfig (steps, seed, optim, mesh, checkpoint, logging) plus the model, the noise span and data."""
+
   model: str | None = None  # the specjax checkpoint to fine-tune (e.g. the imported target)
   span: int = 5  # L: noised tokens per example
-  steps: int = 1000
-  seed: int = 0
   dtype: str = "float32"  # compute dtype
   remat: bool = False
   data: DistillDataConfig = DistillDataConfig()
-  optim: OptimConfig = OptimConfig()
-  mesh: MeshConfig = MeshConfig()
-  checkpoint: CheckpointConfig = CheckpointConfig()
-  logging: LogConfig = LogConfig()
 
 
 def make_msn_loss(model_cfg, span: int):
@@ -79,11 +73,7 @@ def msn_train(cfg: MsnConfig, out: str | Path, stop_at: int | None = None) -> Lo
   from specjax.checkpoint.orbax_io import load_checkpoint, load_tokenizer, read_config, save_checkpoint
   from specjax.data.distill_batches import ExampleBatches
   from specjax.data.distill_data import load_distill_data
-  from specjax.train.pretrain import _check_run_config
-  from specjax.train.step import abstract_state, create_state, make_eval_step, make_train_step, state_shardings
 
-  if cfg.mesh.distributed:
-    initialize_distributed()
   out = Path(out)
   if not cfg.model:
     raise SpecjaxError("model is not set; set model=PATH to the specjax checkpoint to fine-tune")
@@ -91,56 +81,26 @@ def msn_train(cfg: MsnConfig, out: str | Path, stop_at: int | None = None) -> Lo
     raise SpecjaxError("data.path is not set; set it to a `specjax make-data` output")
   if cfg.span < 1:
     raise SpecjaxError(f"span must be >= 1, got {cfg.span}")
-  if stop_at is not None and stop_at < 1:
-    raise SpecjaxError(f"--stop-at must be >= 1, got {stop_at}")
   saved, _ = read_config(cfg.model)
   mcfg = saved.replace(dtype=cfg.dtype, remat=cfg.remat)
   ds, meta = load_distill_data(cfg.data.path)
-  mesh = make_mesh(cfg.mesh)
-  div = batch_divisor(mesh) * cfg.optim.grad_accum
-  if cfg.data.batch_size % div:
-    raise SpecjaxError(
-      f"data.batch_size ({cfg.data.batch_size}) must be a multiple of data x fsdp devices x optim.grad_accum ({div})"
-    )
-  _check_run_config(out, config_to_dict(cfg))
+  trainer = Trainer(cfg, out, batch_size=cfg.data.batch_size, stop_at=stop_at)
+  trainer.check_run_config(cfg)
   data = ExampleBatches(
     ds, cfg.data.batch_size, cfg.data.seq_len, cfg.data.seed, cfg.data.eval_examples, cfg.data.eval_batches
   )
   tokenizer = load_tokenizer(cfg.model)
-  tx, schedule = make_optimizer(cfg.optim, cfg.steps)
-  shardings = state_shardings(mcfg, tx, mesh)
-  train_step = make_train_step(
-    make_msn_loss(mcfg, cfg.span), tx, schedule, mesh, shardings, grad_accum=cfg.optim.grad_accum
-  )
-  eval_step = make_eval_step(make_clean_loss(mcfg), mesh, shardings.params)
+  trainer.set_objective(mcfg, make_msn_loss(mcfg, cfg.span))
+  trainer.add_eval(data.eval_batches(), loss_fn=make_clean_loss(mcfg))
 
-  def init_state():
-    return create_state(mcfg, tx, shardings, cfg.seed, params=load_checkpoint(cfg.model, config=mcfg).params)
-
-  def final_export(state):
-    final = out / "final"
-    if final.exists():
-      return
-    params = gather_params(state.params)  # every process joins; process 0 writes
-    if params is None:
-      return
-    info = {"source": "specjax msn-train", "span": cfg.span, "steps": int(state.step), "base": cfg.model}
+  def export(final, params, steps):
+    info = {"source": "specjax msn-train", "span": cfg.span, "steps": steps, "base": cfg.model}
     info["data"] = cfg.data.path
     save_checkpoint(final, saved, params, tokenizer=tokenizer, meta=info)
-    print(f"wrote specjax checkpoint {final}", flush=True)
 
-  return run_loop(
-    out=out,
-    init_state=init_state,
-    abstract_state=abstract_state(mcfg, tx, shardings),
-    train_step=train_step,
-    eval_step=eval_step,
-    data=data,
-    mesh=mesh,
-    total_steps=cfg.steps,
+  return trainer.run(
+    data,
     tokens_per_step=cfg.data.batch_size * cfg.data.seq_len,
-    stop_at=stop_at,
-    checkpoint=cfg.checkpoint,
-    logging=cfg.logging,
-    final_export=final_export,
+    init_params=lambda: load_checkpoint(cfg.model, config=mcfg).params,
+    export=export,
   )

@@ -1,13 +1,19 @@
-"""The optimizer: AdamW with linear warmup + cosine decay, global-norm clipping, no decay on norms.
+"""The optimizer: AdamW with linear warmup + cosine decay, global-norm clipping, no decay on norms or biases.
 
 Gradient accumulation is not an optax wrapper: the train step scans over `grad_accum` microbatches and
 applies one update (`specjax.train.step`), so one step is one optimizer update and one schedule tick.
 bfloat16 compute with float32 parameters is the model config (`dtype=bfloat16, param_dtype=float32`).
+
+Weight decay is decided by parameter path, not by rank (layers stacked by `nn.scan` give every norm scale
+a leading L axis, so a [L, D] scale looks like a matrix): `decays(path)` is true for weight matrices and
+embedding tables (leaf named `kernel` or `embedding`) unless a part of the path names a norm; norm scales
+(`scale`, or anything under a module whose name contains `norm`) and biases (`bias`) are never decayed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import jax
 import optax
@@ -20,7 +26,7 @@ class OptimConfig:
   lr: float = 3e-4  # peak learning rate
   warmup_steps: int = 100  # linear warmup from 0 (capped at steps - 1)
   min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at the last step
-  weight_decay: float = 0.1  # decoupled, on matrices only (not on norm scales)
+  weight_decay: float = 0.1  # decoupled, on kernels and embeddings only (never norms or biases)
   b1: float = 0.9
   b2: float = 0.95
   eps: float = 1e-8
@@ -42,8 +48,28 @@ def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
   )
 
 
-def _decay_mask(params):
-  return jax.tree.map(lambda p: p.ndim >= 2, params)
+DECAYED = ("kernel", "embedding")  # leaf names that get weight decay
+NOT_DECAYED = ("scale", "bias")  # leaf names that never do (norm scales, biases)
+
+
+def _key_name(key) -> str:
+  for attr in ("key", "name", "idx"):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def decays(path: Sequence[str]) -> bool:
+  """Whether the parameter at `path` (module names then the leaf name) gets weight decay."""
+  *modules, leaf = path
+  if leaf in NOT_DECAYED or any("norm" in m.lower() for m in modules):
+    return False
+  return leaf in DECAYED
+
+
+def decay_mask(params):
+  """A tree of bools like `params`: True where weight decay applies (see `decays`)."""
+  return jax.tree_util.tree_map_with_path(lambda path, _: decays([_key_name(k) for k in path]), params)
 
 
 def make_optimizer(cfg: OptimConfig, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
@@ -52,7 +78,5 @@ def make_optimizer(cfg: OptimConfig, total_steps: int) -> tuple[optax.GradientTr
     raise SpecjaxError(f"optim.grad_accum must be >= 1, got {cfg.grad_accum}")
   schedule = make_schedule(cfg, total_steps)
   parts = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
-  parts.append(
-    optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=_decay_mask)
-  )
+  parts.append(optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask))
   return optax.chain(*parts), schedule

@@ -14,30 +14,20 @@ Output folder:
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 import jax
 import numpy as np
 
-from specjax.config import config_to_dict
 from specjax.data.corpus import DataConfig, build_token_store
 from specjax.data.packing import PackedBatches
 from specjax.errors import SpecjaxError
 from specjax.models.llama import LlamaConfig
 from specjax.models.presets import get_preset
-from specjax.parallel.sharding import MeshConfig, batch_divisor, initialize_distributed, make_mesh
-from specjax.train.loop import CheckpointConfig, LogConfig, LoopResult, gather_params, run_loop
-from specjax.train.optim import OptimConfig, make_optimizer
-from specjax.train.step import (
-  abstract_state,
-  create_state,
-  make_eval_step,
-  make_lm_loss,
-  make_train_step,
-  state_shardings,
-)
+from specjax.train.loop import LoopResult
+from specjax.train.step import make_lm_loss
+from specjax.train.trainer import Trainer, TrainerConfig
 
 SHAPE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim")
 
@@ -57,17 +47,13 @@ class ModelSection:
 
 
 @dataclasses.dataclass(frozen=True)
-class PretrainConfig:
+class PretrainConfig(TrainerConfig):
+  """TrainerConfig (steps, seed, optim, mesh, checkpoint, logging) plus the model, its data and tokenizer."""
+
   # the target's tokenizer: a specjax checkpoint folder, or a built-in target name (smollm2-135m-instruct)
   tokenizer: str | None = None
-  steps: int = 1000  # run length = schedule length (optimizer steps)
-  seed: int = 0
   model: ModelSection = ModelSection()
   data: DataConfig = DataConfig()
-  optim: OptimConfig = OptimConfig()
-  mesh: MeshConfig = MeshConfig()
-  checkpoint: CheckpointConfig = CheckpointConfig()
-  logging: LogConfig = LogConfig()
 
 
 def model_config(section: ModelSection) -> LlamaConfig:
@@ -78,30 +64,6 @@ def model_config(section: ModelSection) -> LlamaConfig:
     return LlamaConfig.from_dict(base)
   except TypeError as e:
     raise SpecjaxError(f"model: {e}; give a preset or every LlamaConfig field under model.fields") from None
-
-
-def _check_run_config(out: Path, record: dict) -> None:
-  path = out / "run_config.json"
-  if path.is_file():
-    saved = json.loads(path.read_text())
-    if saved != record:
-      diff = sorted(_diff_keys(saved, record))
-      raise SpecjaxError(
-        f"{out} holds a run with a different config (keys {diff}); rerun with the same settings to resume, "
-        "or use a new --out"
-      )
-  elif jax.process_index() == 0:
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2) + "\n")
-
-
-def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
-  if isinstance(a, dict) and isinstance(b, dict):
-    keys = []
-    for k in set(a) | set(b):
-      keys += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
-    return keys
-  return [] if a == b else [prefix.rstrip(".")]
 
 
 def _builtin(name: str | None) -> bool:
@@ -163,24 +125,15 @@ def pretrain(cfg: PretrainConfig, out: str | Path, stop_at: int | None = None) -
   """Run (or resume) pretraining into `out`; see the module docstring for the folder layout."""
   from specjax.checkpoint.orbax_io import save_checkpoint
 
-  if cfg.mesh.distributed:
-    initialize_distributed()
   out = Path(out)
   if cfg.tokenizer is None:
     raise SpecjaxError(
       "no tokenizer: set tokenizer=PATH to the target's specjax checkpoint folder "
       "(make one with `specjax import smollm2-135m-instruct --out ckpt/smollm2`) or tokenizer=smollm2-135m-instruct"
     )
-  if stop_at is not None and stop_at < 1:
-    raise SpecjaxError(f"--stop-at must be >= 1, got {stop_at}")
   mcfg = model_config(cfg.model)
-  mesh = make_mesh(cfg.mesh)
-  div = batch_divisor(mesh) * cfg.optim.grad_accum
-  if cfg.data.batch_size % div:
-    raise SpecjaxError(
-      f"data.batch_size ({cfg.data.batch_size}) must be a multiple of data x fsdp devices x optim.grad_accum ({div})"
-    )
-  _check_run_config(out, config_to_dict(cfg))
+  trainer = Trainer(cfg, out, batch_size=cfg.data.batch_size, stop_at=stop_at)
+  trainer.check_run_config(cfg)
   tokenizer = load_target_tokenizer(cfg.tokenizer)
   if jax.process_count() > 1:  # one process tokenizes into the shared folder, the others wait and read it
     from jax.experimental import multihost_utils
@@ -192,38 +145,16 @@ def pretrain(cfg: PretrainConfig, out: str | Path, stop_at: int | None = None) -
   data = PackedBatches(
     store, cfg.data.batch_size, cfg.data.seq_len, cfg.data.seed, cfg.data.eval_fraction, cfg.data.eval_batches
   )
-  tx, schedule = make_optimizer(cfg.optim, cfg.steps)
-  shardings = state_shardings(mcfg, tx, mesh)
-  loss_fn = make_lm_loss(mcfg, cfg.optim.z_loss)
-  train_step = make_train_step(loss_fn, tx, schedule, mesh, shardings, grad_accum=cfg.optim.grad_accum)
-  eval_step = make_eval_step(loss_fn, mesh, shardings.params)
+  trainer.set_objective(mcfg, make_lm_loss(mcfg, cfg.optim.z_loss))
+  trainer.add_eval(data.eval_batches())
 
-  def init_state():
-    return create_state(mcfg, tx, shardings, cfg.seed, params=initial_params(cfg, mcfg))
-
-  def final_export(state):
-    final = out / "final"
-    if final.exists():
-      return
-    params = gather_params(state.params)  # every process joins; process 0 writes
-    if params is None:
-      return
-    meta = {"source": "specjax pretrain", "steps": int(state.step), "corpus": cfg.data.source}
+  def export(final, params, steps):
+    meta = {"source": "specjax pretrain", "steps": steps, "corpus": cfg.data.source}
     save_checkpoint(final, mcfg.replace(remat=False), params, tokenizer=tokenizer, meta=meta)
-    print(f"wrote specjax checkpoint {final}", flush=True)
 
-  return run_loop(
-    out=out,
-    init_state=init_state,
-    abstract_state=abstract_state(mcfg, tx, shardings),
-    train_step=train_step,
-    eval_step=eval_step,
-    data=data,
-    mesh=mesh,
-    total_steps=cfg.steps,
+  return trainer.run(
+    data,
     tokens_per_step=cfg.data.batch_size * cfg.data.seq_len,
-    stop_at=stop_at,
-    checkpoint=cfg.checkpoint,
-    logging=cfg.logging,
-    final_export=final_export,
+    init_params=lambda: initial_params(cfg, mcfg),
+    export=export,
   )
