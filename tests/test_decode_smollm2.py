@@ -1,4 +1,5 @@
-"""On the real SmolLM2-135M-Instruct: greedy speculative, Jacobi and TR-Jacobi equal greedy autoregressive."""
+"""On the real SmolLM2-135M-Instruct: greedy speculative (fixed and dynamic length), lookup, Jacobi and
+TR-Jacobi equal greedy autoregressive."""
 
 from __future__ import annotations
 
@@ -54,6 +55,22 @@ def test_lossless_modes_equal_autoregressive(setup):
   assert runs["jacobi"].metrics["accepted_tokens"] > 0, runs["jacobi"].metrics
   for run in runs.values():
     assert run.metrics["target_calls"] < ar.metrics["target_calls"]
+
+
+@pytest.mark.slow
+def test_adaptive_modes_equal_autoregressive(setup):
+  """Lookup drafting, the lookup hybrid and the dynamic draft length keep greedy output unchanged."""
+  engine, _, ids = setup
+  ar = engine.run(ids, "ar", max_new_tokens=32, batch_size=3)
+  expect = [r.tokens for r in ar.rows]
+  for mode, kw in [
+    ("lookup", {"gamma": 4}),
+    ("spec-lookup", {"gamma": 3}),
+    ("spec", {"gamma": 4, "draft_threshold": 0.5}),
+  ]:
+    run = engine.run(ids, mode, max_new_tokens=32, batch_size=3, **kw)
+    assert [r.tokens for r in run.rows] == expect, (mode, kw)
+    assert run.metrics["accepted_tokens"] > 0 and run.metrics["target_calls"] < ar.metrics["target_calls"], (mode, kw)
 
 
 def test_missing_gguf_package_fails_instead_of_skipping(pytester, monkeypatch):
