@@ -170,13 +170,52 @@ def _csv(kind):
   return parse
 
 
+def _threshold(text: str) -> float | None:
+  return None if text.strip().lower() in ("none", "off", "") else float(text)
+
+
+class _Modes:
+  """The registered decoding modes, read from the registry only when argparse needs them (checking a
+  --mode value or printing its help), so that `specjax --help` does not import the decoders."""
+
+  def _names(self):
+    from specjax.decode.modes import names
+
+    return names()
+
+  def __contains__(self, name):
+    return name in self._names()
+
+  def __iter__(self):
+    return iter(self._names())
+
+  def __len__(self):
+    return len(self._names())
+
+
+def _check_modes(names: list[str]) -> None:
+  from specjax.decode import modes
+
+  for name in names:
+    modes.get(name)  # an unknown name is an error that lists the registered modes
+
+
+PROMPTS_HELP = 'JSONL file of {"prompt": ...} lines, or a built-in suite: mt-bench|humaneval|gsm|grounded'
+
+
 def _decode_args(p: argparse.ArgumentParser, bench: bool) -> None:
   p.add_argument("--target", required=True, help="target model checkpoint folder")
   p.add_argument("--draft", help="draft model checkpoint folder (same tokenizer as the target)")
   if bench:
-    p.add_argument("--prompts", required=True, help='JSONL file of {"prompt": ...} lines, or mt-bench|humaneval|gsm')
-    p.add_argument("--modes", type=_csv(str), default=["ar", "spec"], help="comma list of ar,spec,jacobi,tr-jacobi")
+    p.add_argument("--prompts", required=True, help=PROMPTS_HELP)
+    p.add_argument("--modes", type=_csv(str), default=["ar", "spec"], help="comma list of registered decoding modes")
     p.add_argument("--gamma", type=_csv(int), default=[1, 2, 4], help="comma list of draft lengths")
+    p.add_argument(
+      "--draft-threshold",
+      type=_csv(_threshold),
+      default=[None],
+      help="comma list of draft thresholds for modes with a dynamic draft length ('none' = fixed gamma)",
+    )
     p.add_argument("--temperature", type=_csv(float), default=[0.0], help="comma list of temperatures")
     p.add_argument("--batch-size", type=_csv(int), default=[1], help="comma list of batch sizes")
     p.add_argument("--out", required=True, help="results JSON file")
@@ -186,13 +225,21 @@ def _decode_args(p: argparse.ArgumentParser, bench: bool) -> None:
   else:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="one prompt")
-    src.add_argument("--prompts", help='JSONL file of {"prompt": ...} lines, or mt-bench|humaneval|gsm')
-    p.add_argument("--mode", default="ar", choices=["ar", "spec", "jacobi", "tr-jacobi"])
-    p.add_argument("--gamma", type=int, default=4, help="draft tokens per speculative round")
+    src.add_argument("--prompts", help=PROMPTS_HELP)
+    p.add_argument("--mode", default="ar", choices=_Modes(), help="a registered decoding mode")
+    p.add_argument("--gamma", type=int, default=4, help="draft tokens per speculative or lookup round (the most)")
+    p.add_argument(
+      "--draft-threshold",
+      type=_threshold,
+      default=None,
+      help="spec modes: a row stops drafting after a token whose draft probability is below this",
+    )
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--json", action="store_true", help="one JSON object per prompt: prompt, text and metrics")
   p.add_argument("--window", type=int, default=5, help="Jacobi window")
+  p.add_argument("--ngram", type=int, default=3, help="lookup modes: match the last N tokens (then fewer)")
+  p.add_argument("--ngram-min", type=int, default=1, help="lookup modes: the shortest match to propose from")
   p.add_argument("--top-p", type=float, default=1.0)
   p.add_argument("--top-k", type=int, default=0, help="0 = off")
   p.add_argument("--seed", type=int, default=0)
@@ -200,9 +247,7 @@ def _decode_args(p: argparse.ArgumentParser, bench: bool) -> None:
   p.add_argument("--chat", action="store_true", help="wrap each prompt in the tokenizer's chat template")
 
 
-@_command(
-  "generate", "decode prompts with ar / spec / jacobi / tr-jacobi and print the text", lambda p: _decode_args(p, False)
-)
+@_command("generate", "decode prompts with any registered mode and print the text", lambda p: _decode_args(p, False))
 def _cmd_generate(args: argparse.Namespace) -> int:
   import json
 
@@ -219,10 +264,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     args.mode,
     max_new_tokens=args.max_new_tokens,
     sampling=sampling,
-    gamma=args.gamma,
-    window=args.window,
     batch_size=args.batch_size,
     seed=args.seed,
+    gamma=args.gamma,
+    window=args.window,
+    ngram=args.ngram,
+    ngram_min=args.ngram_min,
+    draft_threshold=args.draft_threshold,
   )
   for text, row in zip(texts, run.rows, strict=True):
     answer = decode_tokens(tok, row.tokens)
@@ -268,15 +316,12 @@ def _cmd_msn(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
   import json
 
-  from specjax.decode.engine import MODES
   from specjax.decode.text import encode, load_engine
   from specjax.eval.bench import bench, plot
   from specjax.eval.suites import load_prompts
   from specjax.fileio import atomic_write_text
 
-  bad = [m for m in args.modes if m not in MODES]
-  if bad:
-    raise SpecjaxError(f"unknown mode(s) {bad}; choose from {', '.join(MODES)}")
+  _check_modes(args.modes)
   texts = load_prompts(args.prompts)[: args.limit]
   engine, tok = load_engine(args.target, args.draft)
   records = bench(
@@ -288,6 +333,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     args.batch_size,
     args.max_new_tokens,
     window=args.window,
+    ngram=args.ngram,
+    ngram_min=args.ngram_min,
+    thresholds=args.draft_threshold,
     top_p=args.top_p,
     top_k=args.top_k,
     seed=args.seed,
@@ -299,6 +347,71 @@ def _cmd_bench(args: argparse.Namespace) -> int:
   if args.plot:
     plot(records, args.plot)
     print(f"wrote plot {args.plot}")
+  return 0
+
+
+def _plan_args(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--target", required=True, help="target model checkpoint folder")
+  p.add_argument("--draft", help="draft model checkpoint folder (needed to plan spec)")
+  p.add_argument("--prompts", required=True, help=PROMPTS_HELP)
+  p.add_argument("--limit", type=int, default=4, help="use only the first N prompts (a short measurement)")
+  p.add_argument("--chat", action="store_true", help="wrap each prompt in the tokenizer's chat template")
+  p.add_argument("--max-new-tokens", type=int, default=64)
+  p.add_argument(
+    "--modes", type=_csv(str), default=None, help="comma list of spec,lookup,tr-jacobi (default: all that apply)"
+  )
+  p.add_argument(
+    "--gamma", type=_csv(int), default=[1, 2, 3, 4, 5, 6, 8], help="gammas to predict (the largest is run)"
+  )
+  p.add_argument("--draft-threshold", type=_csv(float), default=[0.3, 0.5, 0.7, 0.9], help="thresholds to predict")
+  p.add_argument("--measure", type=_csv(int), default=[], help="also run these gammas to compare with the prediction")
+  p.add_argument("--measure-threshold", type=_csv(float), default=[], help="also run these thresholds (largest gamma)")
+  p.add_argument("--ngram", type=int, default=3, help="lookup: match the last N tokens")
+  p.add_argument("--ngram-min", type=int, default=1, help="lookup: the shortest match to propose from")
+  p.add_argument("--batch-size", type=int, default=1)
+  p.add_argument("--temperature", type=float, default=0.0)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--repeat", type=int, default=5, help="timed calls per call cost (the median is kept)")
+  p.add_argument("--out", help="also write the plan as JSON")
+
+
+@_command(
+  "plan", "predict tokens/s of every gamma, draft threshold and tree size from one short measurement", _plan_args
+)
+def _cmd_plan(args: argparse.Namespace) -> int:
+  import json
+
+  from specjax.decode.sampling import SamplingConfig
+  from specjax.decode.text import encode, load_engine
+  from specjax.eval.plan import plan, table
+  from specjax.eval.suites import load_prompts
+  from specjax.fileio import atomic_write_text
+
+  modes = args.modes or (["spec"] if args.draft else []) + ["lookup"] + (["tr-jacobi"] if args.temperature == 0 else [])
+  _check_modes(modes)
+  texts = load_prompts(args.prompts)[: args.limit]
+  engine, tok = load_engine(args.target, args.draft)
+  report = plan(
+    engine,
+    encode(tok, texts, chat=args.chat),
+    max_new_tokens=args.max_new_tokens,
+    modes=modes,
+    gammas=args.gamma,
+    thresholds=args.draft_threshold,
+    measure=args.measure,
+    measure_thresholds=args.measure_threshold,
+    ngram=args.ngram,
+    ngram_min=args.ngram_min,
+    batch_size=args.batch_size,
+    sampling=SamplingConfig(temperature=args.temperature),
+    seed=args.seed,
+    repeat=args.repeat,
+    log=lambda line: print(line, file=sys.stderr, flush=True),
+  )
+  print(table(report))
+  if args.out:
+    atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
+    print(f"wrote plan {args.out}")
   return 0
 
 

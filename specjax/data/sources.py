@@ -49,7 +49,7 @@ from specjax.errors import SpecjaxError
 from specjax.packages import import_package
 
 GSM_TRAIN_SEED_BASE = 1_000_003
-EVAL_SUITES = ("mt-bench", "humaneval", "gsm")
+EVAL_SUITES = ("mt-bench", "humaneval", "gsm", "grounded")
 PROMPT_FIELDS = ("prompt", "instruction", "question", "input", "text")
 _SKIP_STDLIB = (
   "test",
@@ -85,7 +85,7 @@ def dedupe(prompts: Iterable[str]) -> list[str]:
 
 
 def eval_prompts() -> list[str]:
-  """Every prompt of every evaluation suite (MT-Bench, HumanEval, GSM)."""
+  """Every prompt of every evaluation suite (MT-Bench, HumanEval, GSM, grounded)."""
   from specjax.eval.suites import load_prompts as load_suite
 
   out: list[str] = []

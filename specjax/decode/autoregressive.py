@@ -7,8 +7,9 @@ import jax.numpy as jnp
 from flax import struct
 from jaxtyping import Array, Int
 
-from specjax.decode import sampling
+from specjax.decode import modes, sampling
 from specjax.decode.common import Counters, DecodeResult, DecodeSettings, Output, commit, forward, start
+from specjax.decode.modes import Mode
 from specjax.models.kv_cache import KVCache
 
 
@@ -47,3 +48,14 @@ def decode(
 
   state = jax.lax.while_loop(cond, body, state)
   return DecodeResult(out=state.out, counters=state.counters)
+
+
+modes.register(
+  Mode(
+    name="ar",
+    decode=decode,
+    help="target only, one token per call (greedy, temperature, top-k, top-p)",
+    knobs=(),
+    lookahead=lambda s: 1,
+  )
+)

@@ -44,9 +44,18 @@ class DecodeSettings:
     eos_ids: tokens that end a row (the EOS token is kept in the output).
     vocab_size: logits are cut to this many entries (the shared tokenizer's size), None = all.
     draft: the draft model's config (speculative decoding only).
-    gamma: G, draft tokens per speculative round.
+    gamma: G, draft tokens per speculative or lookup round (the most, when the draft length is dynamic).
     window: W, Jacobi draft slots.
     tree: the TR-Jacobi token tree (`specjax.decode.tree.TokenTree`).
+    ngram: lookup drafting matches the last `ngram` tokens (then fewer, down to `ngram_min`) against the
+      context.
+    ngram_min: the shortest match lookup drafting proposes from.
+    draft_threshold: a row stops drafting once the draft's top probability falls below it (None: never).
+    trace: also record per-round statistics (`DecodeResult.trace`), for `specjax plan`.
+
+  Which of gamma / window / tree / ngram / ngram_min / draft_threshold a decoder reads is its mode's business
+  (`specjax.decode.modes`); the engine resets the others to their defaults so they never split the
+  compile cache.
   """
 
   target: LlamaConfig
@@ -59,6 +68,10 @@ class DecodeSettings:
   gamma: int = 4
   window: int = 5
   tree: object | None = None
+  ngram: int = 3
+  ngram_min: int = 1
+  draft_threshold: float | None = None
+  trace: bool = False
 
 
 def forward(
@@ -176,16 +189,18 @@ class Counters:
   def round(
     self,
     active: Bool[Array, " B"],
-    drafted: int,
+    drafted: int | Int[Array, " B"],
     accepted: Int[Array, " B"],
     taken: Int[Array, " B"] | None = None,
     target_calls: int = 1,
-    draft_calls: int = 0,
+    draft_calls: int | Int[Array, ""] = 0,
   ) -> Counters:
-    """Count one round of `drafted` proposals of which the first `accepted` were accepted, when `commit`
-    took `taken` of the round's `accepted + 1` tokens (fewer after an EOS or at max_new_tokens): only
-    emitted tokens count as accepted, and a proposal cut off unemitted counts as not reached."""
+    """Count one round of `drafted` proposals (per row, or one number for all) of which the first
+    `accepted` were accepted, when `commit` took `taken` of the round's `accepted + 1` tokens (fewer
+    after an EOS or at max_new_tokens): only emitted tokens count as accepted, and a proposal cut off
+    unemitted counts as not reached."""
     a = active.astype(jnp.int32)
+    drafted = jnp.broadcast_to(jnp.asarray(drafted, jnp.int32), active.shape)
     if taken is not None:
       cut = taken <= accepted  # the round's last token was not taken
       accepted = jnp.minimum(accepted, taken)
@@ -193,7 +208,7 @@ class Counters:
       cut = jnp.zeros_like(active)
     G = self.reached.shape[1]
     i = jnp.arange(G)[None, :]
-    reached = (i < accepted[:, None] + jnp.where(cut, 0, 1)[:, None]) & (i < drafted)
+    reached = (i < accepted[:, None] + jnp.where(cut, 0, 1)[:, None]) & (i < drafted[:, None])
     hits = i < accepted[:, None]
     return Counters(
       target_calls=self.target_calls + a * target_calls,
@@ -207,10 +222,58 @@ class Counters:
 
 @struct.dataclass
 class DecodeResult:
-  """What a compiled decoder returns."""
+  """What a compiled decoder returns; `trace` only when `DecodeSettings.trace` (see `Trace`)."""
 
   out: Output
   counters: Counters
+  trace: dict[str, Array] | None = None
+
+
+class Trace:
+  """Per-round records for the planner: arrays [B, R, ...] written at each row's round index.
+
+  R = max_new_tokens bounds the rounds of a row (every round emits at least one token). `active` [B, R]
+  says which entries were written. Round r of every row is loop iteration r (rows are active from the
+  first iteration until they finish), so the entries of one r across rows are one batched iteration.
+  """
+
+  @staticmethod
+  def init(batch_size: int, rounds: int, **shapes: tuple[tuple[int, ...], jnp.dtype]) -> dict[str, Array]:
+    out = {"active": jnp.zeros((batch_size, rounds), bool)}
+    for name, (shape, dtype) in shapes.items():
+      out[name] = jnp.zeros((batch_size, rounds, *shape), dtype)
+    return out
+
+  @staticmethod
+  def write(trace: dict[str, Array], index: Int[Array, " B"], active: Bool[Array, " B"], **values) -> dict[str, Array]:
+    """Record `values[name][b]` at round `index[b]` for the active rows."""
+    B, R = trace["active"].shape
+    rows = jnp.arange(B)
+    r = jnp.minimum(index, R - 1)
+    out = dict(trace)
+    out["active"] = trace["active"].at[rows, r].set(trace["active"][rows, r] | active)
+    for name, v in values.items():
+      old = trace[name][rows, r]
+      mask = active.reshape((B,) + (1,) * (old.ndim - 1))
+      out[name] = trace[name].at[rows, r].set(jnp.where(mask, v.astype(old.dtype), old))
+    return out
+
+
+def init_sequence(prompt: Int[Array, "B P"], prompt_lens: Int[Array, " B"], cur: Int[Array, " B"], size: int):
+  """The committed-sequence buffer [B, S]: `seq[b, :length[b] + 1]` is the prompt, the answer so far and
+  `cur` (at index `length[b]`); the rest is scratch. Decoders that look back at the context keep it."""
+  B, P = prompt.shape
+  seq = jnp.zeros((B, size), jnp.int32).at[:, :P].set(prompt)
+  return jax.vmap(lambda row, t, i: row.at[i].set(t))(seq, cur, prompt_lens)
+
+
+def extend_sequence(
+  seq: Int[Array, "B S"], emitted: Int[Array, "B M"], length: Int[Array, " B"], active: Bool[Array, " B"]
+) -> Int[Array, "B S"]:
+  """Write a round's emitted tokens behind `cur` (at `length + 1 ..`) for the active rows; only the first
+  `n + 1` of them are committed, the rest lies past the new length and is overwritten later."""
+  new = jax.vmap(lambda row, e, i: jax.lax.dynamic_update_slice(row, e, (i,)))(seq, emitted, length + 1)
+  return jnp.where(active[:, None], new, seq)
 
 
 def random_context_tokens(

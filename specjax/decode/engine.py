@@ -4,6 +4,9 @@
     run = engine.run(prompt_token_lists, "spec", max_new_tokens=64, gamma=4, batch_size=4)
     run.rows[i].tokens, run.rows[i].metrics, run.metrics, run.compile_s, run.wall_s
 
+The modes and their knobs (gamma, window, tree, ngram, ngram_min, draft_threshold) come from the registry
+`specjax.decode.modes`; a knob the mode does not read is ignored.
+
 Prompts are sorted by length and cut into batches of `batch_size` rows; each batch is right-padded to
 the length bucket (16, 24, 32, 48, 64, ...) of its longest prompt, and a last, partial batch to the next power
 of two rows (filled with finished dummy rows), so each (mode, settings, bucket, rows) compiles once
@@ -13,8 +16,9 @@ and little is computed for padding: `engine.compile_count` counts compilations. 
 
 Metrics (ALGORITHMS.md section 1; the prefill, which emits the first token, is not a round):
 - target_calls / draft_calls: forwards after the prefill (for a batch: the rounds a row took part in);
-- drafted_tokens / accepted_tokens: proposals (gamma per speculative round, W per Jacobi step, the
-  tree depth per TR-Jacobi step) and how many of them were accepted; acceptance_rate = their ratio;
+- drafted_tokens / accepted_tokens: proposals (gamma per speculative round, or the row's own draft
+  length when it is dynamic; gamma per lookup round that found a match, 0 otherwise; W per Jacobi step;
+  the tree depth per TR-Jacobi step) and how many of them were accepted; acceptance_rate = their ratio;
 - block_efficiency = tokens emitted by rounds (new_tokens - 1) / target_calls (1 for autoregressive);
 - per_position_acceptance[i] = P(proposal i+1 accepted | proposals 1..i accepted);
 - tokens_per_s = new tokens / decode wall time (compile excluded, reported as compile_s).
@@ -31,20 +35,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from specjax.decode import autoregressive, jacobi, speculative
+from specjax.decode import modes
 from specjax.decode.common import DecodeSettings
 from specjax.decode.sampling import SamplingConfig
-from specjax.decode.tree import TokenTree
 from specjax.errors import SpecjaxError
 from specjax.models.llama import LlamaConfig, decode_layout
 
-DECODERS = {
-  "ar": autoregressive.decode,
-  "spec": speculative.decode,
-  "jacobi": jacobi.decode_jacobi,
-  "tr-jacobi": jacobi.decode_tree,
-}
-MODES = tuple(DECODERS)
 MIN_BUCKET = 16
 
 
@@ -60,7 +56,11 @@ class RunResult:
   metrics: dict[str, Any]  # aggregated over all rows
   compile_s: float
   wall_s: float
-  batches: list[dict[str, Any]]  # per compiled call: bucket, batch_size, cache_size, iterations, wall_s
+  batches: list[
+    dict[str, Any]
+  ]  # per compiled call: bucket, batch_size, cache_size, iterations, draft_calls, wall_s, rows
+  settings: DecodeSettings | None = None  # of the last batch (the knobs are the same for every batch)
+  traces: list[dict[str, np.ndarray]] | None = None  # per batch, the real rows only (`trace=True`)
 
 
 def _ratio(a: float, b: float) -> float | None:
@@ -143,54 +143,43 @@ class Engine:
     """How many decoder executables this engine has compiled."""
     return len(self._compiled)
 
-  def lookahead(self, mode: str, gamma: int, window: int, tree: TokenTree | None) -> int:
-    """Cache slots a round may write past the committed length."""
-    return {"ar": 1, "spec": gamma + 1, "jacobi": window + 1, "tr-jacobi": (tree.num_nodes if tree else 0) + 1}[mode]
-
   def settings(
-    self,
-    mode: str,
-    max_new_tokens: int,
-    bucket: int,
-    sampling: SamplingConfig,
-    gamma: int,
-    window: int,
-    tree: TokenTree | None,
+    self, mode: str, max_new_tokens: int, bucket: int, sampling: SamplingConfig, trace: bool = False, **options
   ) -> DecodeSettings:
-    if mode not in DECODERS:
-      raise SpecjaxError(f"unknown decoding mode {mode!r}; choose one of {', '.join(MODES)}")
+    """The static settings of `mode` for prompts padded to `bucket`; `options` are knob values."""
+    m = modes.get(mode)
+    unknown = set(options) - set(modes.KNOBS)
+    if unknown:
+      raise SpecjaxError(f"unknown decoding option(s) {sorted(unknown)}; options are {', '.join(modes.KNOBS)}")
     if max_new_tokens < 1:
       raise SpecjaxError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if mode == "spec":
-      if self.draft_cfg is None:
-        raise SpecjaxError("speculative decoding needs a draft model (--draft CKPT)")
-      if gamma < 1:
-        raise SpecjaxError(f"gamma (draft tokens per round) must be >= 1, got {gamma}")
-    if mode == "jacobi" and window < 1:
-      raise SpecjaxError(f"the Jacobi window must be >= 1, got {window}")
-    if mode in ("jacobi", "tr-jacobi") and not sampling.greedy:
+    if m.needs_draft and self.draft_cfg is None:
+      raise SpecjaxError(f"{mode} decoding needs a draft model (--draft CKPT)")
+    if m.greedy_only and not sampling.greedy:
       raise SpecjaxError(f"{mode} decoding is greedy only; use temperature 0")
-    if mode == "tr-jacobi" and tree is None:
-      tree = TokenTree.default()
-    return DecodeSettings(
+    if trace and not m.traced:
+      raise SpecjaxError(f"{mode} decoding records no per-round trace")
+    defaults = DecodeSettings(target=self.target_cfg, max_new_tokens=1, cache_size=1)
+    knobs = m.configure({k: options.get(k, getattr(defaults, k)) for k in m.knobs})
+    s = DecodeSettings(
       target=self.target_cfg,
       max_new_tokens=max_new_tokens,
-      cache_size=bucket + max_new_tokens + self.lookahead(mode, gamma, window, tree),
+      cache_size=0,
       sampling=sampling,
       eos_ids=self.eos_ids,
       vocab_size=self.vocab_size,
-      draft=self.draft_cfg if mode == "spec" else None,
-      gamma=gamma if mode == "spec" else 0,
-      window=window if mode == "jacobi" else 0,
-      tree=tree if mode == "tr-jacobi" else None,
+      draft=self.draft_cfg if m.needs_draft else None,
+      trace=trace,
+      **knobs,
     )
+    return dataclasses.replace(s, cache_size=bucket + max_new_tokens + m.lookahead(s))
 
   def _executable(self, mode: str, s: DecodeSettings, args: tuple) -> tuple[Any, float]:
     key = (mode, s, args[2].shape)
     if key in self._compiled:
       return self._compiled[key], 0.0
     t0 = time.perf_counter()
-    fn = jax.jit(DECODERS[mode], static_argnums=0)
+    fn = jax.jit(modes.get(mode).decode, static_argnums=0)
     compiled = fn.lower(s, *args).compile(self.compiler_options)
     self._compiled[key] = compiled
     return compiled, time.perf_counter() - t0
@@ -202,13 +191,16 @@ class Engine:
     *,
     max_new_tokens: int,
     sampling: SamplingConfig = SamplingConfig(),
-    gamma: int = 4,
-    window: int = 5,
-    tree: TokenTree | None = None,
     batch_size: int = 1,
     seed: int = 0,
+    trace: bool = False,
+    **options,
   ) -> RunResult:
-    """Decode every prompt (lists of token ids); see the module docstring for the metrics."""
+    """Decode every prompt (lists of token ids); see the module docstring for the metrics.
+
+    `options` are the mode's knobs (gamma=4, window=5, tree=None, ngram=3, ngram_min=1, draft_threshold=None; those
+    the mode does not read are ignored); `trace` records per-round statistics (`RunResult.traces`).
+    """
     if not prompts:
       raise SpecjaxError("no prompts to decode")
     if batch_size < 1:
@@ -223,19 +215,21 @@ class Engine:
           f"positions but the cache holds {self.max_len} (the model's max_position_embeddings); shorten the prompt "
           "or lower --max-new-tokens"
         )
-    draft_params = self.draft_params if mode == "spec" else None
+    m = modes.get(mode)
+    draft_params = self.draft_params if m.needs_draft else None
     # Similar lengths share a batch: little padding, and at most one partial batch.
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     chunks = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
 
     rows: list[RowResult | None] = [None] * len(prompts)
     all_counters: list[dict[str, np.ndarray]] = []
+    traces: list[dict[str, np.ndarray]] = []
     batches: list[dict[str, Any]] = []
     compile_s = wall_s = 0.0
     base_key = jax.random.key(seed)
     for batch_index, chunk in enumerate(chunks):
       bucket = bucket_length(max(len(prompts[i]) for i in chunk), limit)
-      s = self.settings(mode, max_new_tokens, bucket, sampling, gamma, window, tree)
+      s = self.settings(mode, max_new_tokens, bucket, sampling, trace, **options)
       real = len(chunk)
       B = min(batch_size, 1 << (real - 1).bit_length())  # a partial batch: the next power of two rows
       tokens = np.zeros((B, bucket), np.int32)
@@ -263,8 +257,19 @@ class Engine:
       counters = {f.name: np.asarray(getattr(host.counters, f.name))[:real] for f in dataclasses.fields(host.counters)}
       counters["n"] = np.asarray(host.out.n)[:real]
       all_counters.append(counters)
-      iterations = int(np.max(counters["target_calls"]))
-      batches.append(dict(bucket=bucket, batch_size=B, cache_size=s.cache_size, iterations=iterations, wall_s=b_s))
+      if host.trace is not None:
+        traces.append({k: np.asarray(v)[:real] for k, v in host.trace.items()})
+      batches.append(
+        dict(
+          bucket=bucket,
+          batch_size=B,
+          cache_size=s.cache_size,
+          iterations=int(np.max(counters["target_calls"])),
+          draft_calls=int(np.max(counters["draft_calls"])),  # the row active longest took part in all
+          wall_s=b_s,
+          rows=list(chunk),
+        )
+      )
       for r, i in enumerate(chunk):
         row = {k: v[r] for k, v in counters.items()}
         m = summarize(row)
@@ -275,4 +280,12 @@ class Engine:
     total = {k: np.concatenate([c[k] for c in all_counters]) for k in all_counters[0]}
     metrics = summarize(total)
     metrics.update(wall_s=wall_s, compile_s=compile_s, tokens_per_s=_ratio(metrics["new_tokens"], wall_s))
-    return RunResult(rows=rows, metrics=metrics, compile_s=compile_s, wall_s=wall_s, batches=batches)
+    return RunResult(
+      rows=rows,
+      metrics=metrics,
+      compile_s=compile_s,
+      wall_s=wall_s,
+      batches=batches,
+      settings=s,
+      traces=traces if trace else None,
+    )

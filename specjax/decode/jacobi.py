@@ -24,17 +24,20 @@ import jax.numpy as jnp
 from flax import struct
 from jaxtyping import Array, Bool, Int
 
-from specjax.decode import sampling
+from specjax.decode import modes, sampling
 from specjax.decode.common import (
   Counters,
   DecodeResult,
   DecodeSettings,
   Output,
+  Trace,
   commit,
   forward,
   random_context_tokens,
   start,
 )
+from specjax.decode.modes import Mode
+from specjax.decode.tree import TokenTree
 from specjax.errors import SpecjaxError
 from specjax.models.kv_cache import KVCache
 
@@ -51,6 +54,7 @@ class _State:
   out: Output
   counters: Counters
   key: jax.Array
+  trace: dict | None = None  # TR-Jacobi with `s.trace`: which tree nodes matched, per round
 
 
 def _start(s: DecodeSettings, params, prompt, prompt_lens, max_new, key, slack: int, positions: int):
@@ -92,6 +96,7 @@ def _advance(st: _State, cache: KVCache, emitted, n, max_new, eos_ids, drafted: 
     out=out,
     counters=st.counters.round(active, drafted=drafted, accepted=n, taken=taken),
     key=st.key,
+    trace=st.trace,
   )
 
 
@@ -180,6 +185,10 @@ def decode_tree(
 
   cand = with_retrieval(jnp.full((B, D, K + 1), -1, jnp.int32), state.seq, state.length)
   state = state.replace(guess=cand)
+  if s.trace:
+    state = state.replace(trace=Trace.init(B, s.max_new_tokens, ok=((N,), bool)))
+  parent = jnp.asarray(a["parent"])
+  ancestors = jnp.asarray(a["mask"][1:, 1:])  # [N, N]: node j is node i's ancestor or itself
   mask = jnp.broadcast_to(jnp.asarray(a["mask"]), (B, N + 1, N + 1))
   node_pos = jnp.concatenate([jnp.zeros((1,), jnp.int32), depth])
 
@@ -213,7 +222,46 @@ def decode_tree(
     new_cand = jnp.full((B, D, K + 1), -1, jnp.int32).at[:, :, :K].set(jnp.where(ok[..., None], top, -1))
 
     nst = _advance(st.replace(key=key), cache, emitted, n, max_new, s.eos_ids, D, new_cand)
+    if s.trace:  # node i "ok": its token and every ancestor's equal the argmax at their parent
+      match = nodes == jnp.take(best, parent, axis=1)  # [B, N]
+      ok = ~jnp.any(ancestors[None] & ~match[:, None, :], axis=-1)
+      nst = nst.replace(trace=Trace.write(st.trace, st.counters.target_calls, ~st.out.done, ok=ok))
     return nst.replace(guess=with_retrieval(nst.guess, nst.seq, nst.length))
 
   state = jax.lax.while_loop(lambda st: ~jnp.all(st.out.done), body, state)
-  return DecodeResult(out=state.out, counters=state.counters)
+  return DecodeResult(out=state.out, counters=state.counters, trace=state.trace)
+
+
+def _check_window(knobs: dict) -> dict:
+  if knobs["window"] < 1:
+    raise SpecjaxError(f"the Jacobi window must be >= 1, got {knobs['window']}")
+  return knobs
+
+
+def _default_tree(knobs: dict) -> dict:
+  return {"tree": knobs["tree"] if knobs["tree"] is not None else TokenTree.default()}
+
+
+modes.register(
+  Mode(
+    name="jacobi",
+    decode=decode_jacobi,
+    help="target only: the last token plus W guesses per call, the correct prefix kept (greedy)",
+    knobs=("window",),
+    lookahead=lambda s: s.window + 1,
+    configure=_check_window,
+    greedy_only=True,
+  )
+)
+modes.register(
+  Mode(
+    name="tr-jacobi",
+    decode=decode_tree,
+    help="target only: a token tree (top-k candidates + a retrieval chain) per call, tree attention (greedy)",
+    knobs=("tree",),
+    lookahead=lambda s: s.tree.num_nodes + 1,
+    configure=_default_tree,
+    greedy_only=True,
+    traced=True,
+  )
+)

@@ -18,7 +18,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
 from specjax.errors import SpecjaxError
 
@@ -149,12 +149,21 @@ def leading_true(flags: Array) -> Int[Array, "*batch"]:
   return jnp.sum(jnp.cumprod(flags.astype(jnp.int32), axis=-1), axis=-1).astype(jnp.int32)
 
 
+def _valid(draft_tokens: Int[Array, "B G"], n_draft: Int[Array, " B"] | None) -> Bool[Array, "B G"]:
+  """Which draft positions hold real proposals: the first n_draft[b] of row b (all when None)."""
+  G = draft_tokens.shape[1]
+  if n_draft is None:
+    return jnp.ones(draft_tokens.shape, bool)
+  return jnp.arange(G)[None, :] < n_draft[:, None]
+
+
 def greedy_accept(
-  draft_tokens: Int[Array, "B G"], target_logits: Float[Array, "B G+1 V"]
+  draft_tokens: Int[Array, "B G"], target_logits: Float[Array, "B G+1 V"], n_draft: Int[Array, " B"] | None = None
 ) -> tuple[Int[Array, " B"], Int[Array, " B"]]:
-  """(accepted count n in 0..G, next token = argmax p_{n+1})."""
+  """(accepted count n in 0..G, next token = argmax p_{n+1}). A row with `n_draft[b]` < G proposed only
+  its first n_draft[b] tokens: the rest count as rejected."""
   best = jnp.argmax(target_logits, axis=-1).astype(jnp.int32)  # [B, G+1]
-  n = leading_true(draft_tokens == best[:, :-1])
+  n = leading_true((draft_tokens == best[:, :-1]) & _valid(draft_tokens, n_draft))
   return n, jnp.take_along_axis(best, n[:, None], axis=1)[:, 0]
 
 
@@ -170,17 +179,38 @@ def rejection_accept(
   draft_tokens: Int[Array, "B G"],
   q: Float[Array, "B G V"],
   p: Float[Array, "B G+1 V"],
+  n_draft: Int[Array, " B"] | None = None,
 ) -> tuple[Int[Array, " B"], Int[Array, " B"]]:
-  """The exact speculative-sampling rule: (accepted count n, next token from residual or bonus)."""
+  """The exact speculative-sampling rule: (accepted count n, next token from residual or bonus).
+
+  A row with `n_draft[b]` = k < G proposed only y_1..y_k: its round is a round of draft length k, so
+  positions past k can never be accepted and, when all k are, the bonus token is drawn from p_{k+1}
+  (q is taken as 0 past k, which turns the residual into p itself)."""
   B, G = draft_tokens.shape
   k_u, k_next = jax.random.split(key)
+  valid = _valid(draft_tokens, n_draft)
+  q = jnp.where(valid[..., None], q, 0.0)
   p_y = jnp.take_along_axis(p[:, :G], draft_tokens[..., None], axis=-1)[..., 0]
   q_y = jnp.take_along_axis(q, draft_tokens[..., None], axis=-1)[..., 0]
   u = jax.random.uniform(k_u, (B, G), jnp.float32)
-  n = leading_true(u * q_y <= p_y)
+  n = leading_true((u * q_y <= p_y) & valid)
   p_n = jnp.take_along_axis(p, n[:, None, None], axis=1)[:, 0]  # [B, V]
   q_pad = jnp.concatenate([q, jnp.zeros_like(q[:, :1])], axis=1)  # q_{G+1} = 0: the bonus draws from p
   q_n = jnp.take_along_axis(q_pad, n[:, None, None], axis=1)[:, 0]
   dist = residual(p_n, q_n)
   nxt = categorical(k_next, dist)
   return n, nxt
+
+
+def point_mass(tokens: Int[Array, "B G"], vocab_size: int) -> Float[Array, "B G V"]:
+  """q = one-hot(y): a deterministic proposal (lookup drafting). With it the rule above accepts y with
+  probability p(y) and on rejection draws from p with y removed and renormalised."""
+  return jax.nn.one_hot(tokens, vocab_size, dtype=jnp.float32)
+
+
+def confidence(logits: Float[Array, "... V"], cfg: SamplingConfig) -> Float[Array, " *batch"]:
+  """The draft's confidence: the top probability of its processed distribution. At temperature 0 the
+  processed distribution is one-hot (always 1), so the plain softmax is used instead."""
+  if cfg.greedy:
+    return jnp.max(jax.nn.softmax(logits.astype(jnp.float32), axis=-1), axis=-1)
+  return jnp.max(probabilities(logits, cfg), axis=-1)

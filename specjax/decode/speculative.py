@@ -1,13 +1,27 @@
-"""Speculative decoding (draft model + target) as one compiled call.
+"""Speculative decoding (draft model + target) as one compiled call, with an optional dynamic draft
+length and an optional lookup hybrid.
 
 Each round of the `lax.while_loop`, for every row at once:
-1. the draft proposes y_1..y_G: one 2-token call on [prev, cur] (re-writing the slot of `prev`, which
-   is missing from the draft cache after a fully accepted round), then G-1 one-token calls in a
-   `lax.scan` -- G draft calls in all;
+1. the draft proposes up to G tokens: one call on the last C committed tokens ending at `cur` (C = 2
+   for `spec`, which re-writes the slot of the token before `cur`, missing from the draft cache after a
+   fully accepted round; C = G + 1 for `spec-lookup`, whose rows may skip the draft for a whole round),
+   then one-token calls in an inner `lax.while_loop` of at most G - 1 steps;
 2. one target call scores [cur, y_1..y_G] (G+1 positions);
-3. the acceptance rule (`sampling.greedy_accept` / `sampling.rejection_accept`) gives n in 0..G per row;
-   the row emits y_1..y_n and one more token (residual or bonus);
+3. the acceptance rule (`sampling.greedy_accept` / `sampling.rejection_accept`) gives n in 0..k per
+   row, k = the row's own draft length; the row emits y_1..y_n and one more token (residual or bonus);
 4. both caches are rolled back by length to the row's new committed length.
+
+Dynamic draft length (`draft_threshold`): a row stops drafting after a token whose draft confidence
+(`sampling.confidence`: the top probability of the processed draft distribution) is below the
+threshold; that token is still proposed (its draft call was already made), so 1 <= k <= G. The inner
+loop ends as soon as no active row is drafting, so a round costs 1 + max_b(k_b - 1) draft calls. The
+verification call keeps its fixed width G+1; positions past k are masked out of acceptance and the
+residual / bonus distribution is that of a round of length k, so sampling stays exact (the stopping
+rule depends only on the draft's side of the round).
+
+Lookup hybrid (`spec-lookup`): a row whose context contains an earlier occurrence of its last tokens
+(`specjax.decode.lookup.lookup`) proposes that occurrence's continuation (G tokens, a point-mass
+proposal) and does not draft; the other rows draft as above.
 
 Rows accept different counts, shapes never change, finished rows are frozen with `jnp.where`.
 """
@@ -19,8 +33,22 @@ import jax.numpy as jnp
 from flax import struct
 from jaxtyping import Array, Int
 
-from specjax.decode import sampling
-from specjax.decode.common import Counters, DecodeResult, DecodeSettings, Output, commit, forward, prefill, start
+from specjax.decode import modes, sampling
+from specjax.decode.common import (
+  Counters,
+  DecodeResult,
+  DecodeSettings,
+  Output,
+  Trace,
+  commit,
+  extend_sequence,
+  forward,
+  init_sequence,
+  prefill,
+  start,
+)
+from specjax.decode.lookup import lookup
+from specjax.decode.modes import Mode
 from specjax.models.kv_cache import KVCache
 
 
@@ -29,95 +57,224 @@ class _State:
   target_cache: KVCache
   draft_cache: KVCache
   length: Int[Array, " B"]  # committed tokens excluding `cur` (= target cache length)
-  prev: Int[Array, " B"]  # the committed token before `cur`
-  cur: Int[Array, " B"]
+  seq: Int[Array, "B S"]  # the committed sequence, `cur` at index `length`
   out: Output
   counters: Counters
   key: jax.Array
+  trace: dict | None = None
 
 
-def _draft(s: DecodeSettings, draft_params, cache: KVCache, length, prev, cur, key):
-  """G draft tokens [B, G] and their draft logits [B, G, V] (None when greedy), plus the draft cache."""
+@struct.dataclass
+class Draft:
+  """One round's proposals: tokens [B, G], the processed draft distributions q [B, G, V] (None when
+  greedy), each row's draft length k [B] (1..G; 0 = no proposal), each position's confidence [B, G]
+  (None unless needed), and the number of draft calls made (the same for every row)."""
+
+  tokens: Array
+  q: Array | None
+  k: Array
+  conf: Array | None
+  calls: Array
+
+
+def draft(
+  s: DecodeSettings,
+  draft_params,
+  cache: KVCache,
+  seq: Int[Array, "B S"],
+  length: Int[Array, " B"],
+  key: jax.Array,
+  width: int,
+  active: Array,
+  skip: Array | None = None,
+) -> tuple[Draft, KVCache]:
+  """Up to G draft tokens per row (see the module docstring). Rows with `skip` set draft nothing (their
+  k is 0) but the draft cache still catches up with their context; inactive rows never keep the inner
+  loop going."""
+  G, B = s.gamma, seq.shape[0]
+  greedy = s.sampling.greedy
+  want_conf = s.draft_threshold is not None or s.trace
+  key, k0 = jax.random.split(key)
+
+  # Catch up: feed the last `width` committed tokens ending at `cur` (the slots are re-written).
+  first = jnp.maximum(length + 1 - width, 0)
+  toks = jax.vmap(lambda row, i: jax.lax.dynamic_slice(row, (i,), (width,)))(seq, first)
+  pos = first[:, None] + jnp.arange(width, dtype=jnp.int32)[None, :]
+  logits, cache = forward(
+    s.draft,
+    draft_params,
+    toks,
+    pos,
+    cache.rollback(first),
+    vocab_size=s.vocab_size,
+    logits_at=(length - first)[:, None],
+  )
+  logits = logits[:, 0]  # at `cur`
+  cache = cache.rollback(length + 1)
+
+  def propose(k, logits):
+    y = sampling.sample(k, logits, s.sampling)
+    q = None if greedy else sampling.probabilities(logits, s.sampling)
+    c = sampling.confidence(logits, s.sampling) if want_conf else None
+    return y, q, c
+
+  y, q1, c1 = propose(k0, logits)
+  tokens = jnp.zeros((B, G), jnp.int32).at[:, 0].set(y)
+  q = None if greedy else jnp.zeros((B, G, q1.shape[-1]), jnp.float32).at[:, 0].set(q1)
+  conf = None if c1 is None else jnp.zeros((B, G), jnp.float32).at[:, 0].set(c1)
+  drafting = jnp.ones((B,), bool) if skip is None else ~skip
+  k = drafting.astype(jnp.int32)
+  drafting = drafting & active
+
+  def confident(c):
+    return jnp.ones((B,), bool) if s.draft_threshold is None else c >= s.draft_threshold
+
+  drafting = drafting & confident(c1)
+
+  def cond(carry):
+    j, _, _, _, _, _, drafting, _ = carry
+    return (j < G) & jnp.any(drafting)
+
+  def body(carry):
+    j, cache, tokens, q, conf, k, drafting, key = carry
+    key, kj = jax.random.split(key)
+    prev = jax.lax.dynamic_index_in_dim(tokens, j - 1, axis=1, keepdims=False)
+    logits, cache = forward(s.draft, draft_params, prev[:, None], (length + j)[:, None], cache, vocab_size=s.vocab_size)
+    y, qj, cj = propose(kj, logits[:, 0])
+    tokens = jax.lax.dynamic_update_index_in_dim(tokens, y, j, axis=1)
+    if q is not None:
+      q = jax.lax.dynamic_update_index_in_dim(q, qj, j, axis=1)
+    if conf is not None:
+      conf = jax.lax.dynamic_update_index_in_dim(conf, cj, j, axis=1)
+    k = jnp.where(drafting, j + 1, k)
+    drafting = drafting & confident(cj)
+    return j + 1, cache, tokens, q, conf, k, drafting, key
+
+  carry = (jnp.int32(1), cache, tokens, q, conf, k, drafting, key)
+  if s.draft_threshold is None and skip is None:
+    # Fixed length: exactly G - 1 more calls; a scan lets XLA see the trip count.
+    def scan_body(carry, _):
+      return body(carry), None
+
+    carry, _ = jax.lax.scan(scan_body, carry, None, length=G - 1)
+  else:
+    carry = jax.lax.while_loop(cond, body, carry)
+  j, cache, tokens, q, conf, k, _, _ = carry
+  return Draft(tokens=tokens, q=q, k=k, conf=conf, calls=j), cache
+
+
+def _decode(
+  s: DecodeSettings, params, draft_params, prompt: Int[Array, "B P"], prompt_lens, max_new, key, hybrid: bool
+) -> DecodeResult:
+  B = prompt.shape[0]
   G = s.gamma
-  keys = jax.random.split(key, G)
-  cache = cache.rollback(length - 1)
-  toks = jnp.stack([prev, cur], axis=1)
-  pos = jnp.stack([length - 1, length], axis=1)
-  logits, cache = forward(s.draft, draft_params, toks, pos, cache, vocab_size=s.vocab_size)
-  first_logits = logits[:, 1]
-  y = sampling.sample(keys[0], first_logits, s.sampling)
+  width = G + 1 if hybrid else 2
+  key, k0 = jax.random.split(key)
+  target_cache, cur, out = start(s, params, prompt, prompt_lens, max_new, k0, slack=G + 1)
+  _, draft_cache = prefill(s.draft, draft_params, prompt, prompt_lens, s.cache_size, s.vocab_size)
+  trace = None
+  if s.trace:
+    trace = Trace.init(B, s.max_new_tokens, conf=((G,), jnp.float32), k=((), jnp.int32), n=((), jnp.int32))
+  state = _State(
+    target_cache=target_cache,
+    draft_cache=draft_cache,
+    length=prompt_lens.astype(jnp.int32),
+    seq=init_sequence(prompt, prompt_lens, cur, s.cache_size),
+    out=out,
+    counters=Counters.init(B, G),
+    key=key,
+    trace=trace,
+  )
 
-  def step(carry, k):
-    cache, y, pos = carry
-    logits, cache = forward(s.draft, draft_params, y[:, None], pos[:, None], cache, vocab_size=s.vocab_size)
-    y_next = sampling.sample(k, logits[:, 0], s.sampling)
-    return (cache, y_next, pos + 1), (y_next, None if s.sampling.greedy else logits[:, 0])
+  def body(st: _State) -> _State:
+    active = ~st.out.done
+    key, k_draft, k_accept = jax.random.split(st.key, 3)
+    L = st.length
+    cur = jnp.take_along_axis(st.seq, L[:, None], axis=1)[:, 0]
+    if hybrid:
+      found_tokens, found = lookup(st.seq, L, G, s.ngram, s.ngram_min)
+      d, draft_cache = draft(s, draft_params, st.draft_cache, st.seq, L, k_draft, width, active, skip=found)
+      tokens = jnp.where(found[:, None], found_tokens, d.tokens)
+      k = jnp.where(found, G, d.k)
+      q = None
+      if d.q is not None:
+        q = jnp.where(found[:, None, None], sampling.point_mass(found_tokens, d.q.shape[-1]), d.q)
+    else:
+      d, draft_cache = draft(s, draft_params, st.draft_cache, st.seq, L, k_draft, width, active)
+      tokens, k, q = d.tokens, d.k, d.q
 
-  (cache, _, _), (ys, q_logits) = jax.lax.scan(step, (cache, y, length + 1), keys[1:])
-  tokens = jnp.concatenate([y[:, None], ys.T], axis=1)
-  if q_logits is not None:
-    q_logits = jnp.concatenate([first_logits[:, None], jnp.swapaxes(q_logits, 0, 1)], axis=1)
-  return tokens, q_logits, cache
+    verify = jnp.concatenate([cur[:, None], tokens], axis=1)  # [B, G+1]
+    pos = L[:, None] + jnp.arange(G + 1, dtype=jnp.int32)[None, :]
+    p_logits, target_cache = forward(
+      s.target, params, verify, pos, st.target_cache.rollback(L), vocab_size=s.vocab_size
+    )
+    if s.sampling.greedy:
+      n, nxt = sampling.greedy_accept(tokens, p_logits, k)
+    else:
+      p = sampling.probabilities(p_logits, s.sampling)
+      n, nxt = sampling.rejection_accept(k_accept, tokens, q, p, k)
+
+    emitted = jnp.concatenate([tokens, nxt[:, None]], axis=1)
+    emitted = jnp.where(jnp.arange(G + 1)[None, :] == n[:, None], nxt[:, None], emitted)
+    out, taken = commit(st.out, emitted, n + 1, max_new, s.eos_ids)
+    length = jnp.where(active, L + 1 + n, L)
+    counters = st.counters.round(active, drafted=k, accepted=n, taken=taken, target_calls=1, draft_calls=d.calls)
+    trace = st.trace
+    if s.trace:
+      trace = Trace.write(trace, st.counters.target_calls, active, conf=d.conf, k=k, n=n)
+    return _State(
+      target_cache=target_cache.rollback(length),
+      draft_cache=draft_cache,
+      length=length,
+      seq=extend_sequence(st.seq, emitted, L, active),
+      out=out,
+      counters=counters,
+      key=key,
+      trace=trace,
+    )
+
+  state = jax.lax.while_loop(lambda st: ~jnp.all(st.out.done), body, state)
+  return DecodeResult(out=state.out, counters=state.counters, trace=state.trace)
 
 
 def decode(
   s: DecodeSettings, params, draft_params, prompt: Int[Array, "B P"], prompt_lens, max_new, key
 ) -> DecodeResult:
   """Speculative decoding of the target `params` with the draft `draft_params`; see the module doc."""
-  B = prompt.shape[0]
-  G = s.gamma
-  key, k0 = jax.random.split(key)
-  target_cache, cur, out = start(s, params, prompt, prompt_lens, max_new, k0, slack=G + 1)
-  _, draft_cache = prefill(s.draft, draft_params, prompt, prompt_lens, s.cache_size, s.vocab_size)
-  prev = jnp.take_along_axis(prompt, (prompt_lens - 1)[:, None], axis=1)[:, 0]
-  state = _State(
-    target_cache=target_cache,
-    draft_cache=draft_cache,
-    length=prompt_lens.astype(jnp.int32),
-    prev=prev,
-    cur=cur,
-    out=out,
-    counters=Counters.init(B, G),
-    key=key,
+  return _decode(s, params, draft_params, prompt, prompt_lens, max_new, key, hybrid=False)
+
+
+def decode_hybrid(
+  s: DecodeSettings, params, draft_params, prompt: Int[Array, "B P"], prompt_lens, max_new, key
+) -> DecodeResult:
+  """Speculative decoding whose rows propose a lookup continuation when their context has one."""
+  return _decode(s, params, draft_params, prompt, prompt_lens, max_new, key, hybrid=True)
+
+
+def _configure(knobs: dict) -> dict:
+  return modes.check_threshold(modes.check_gamma(knobs))
+
+
+modes.register(
+  Mode(
+    name="spec",
+    decode=decode,
+    help="a draft model proposes gamma tokens (or fewer: --draft-threshold), one target call verifies them",
+    knobs=("gamma", "draft_threshold"),
+    lookahead=lambda s: s.gamma + 1,
+    configure=_configure,
+    needs_draft=True,
+    traced=True,
   )
-
-  def cond(st: _State):
-    return ~jnp.all(st.out.done)
-
-  def body(st: _State) -> _State:
-    active = ~st.out.done
-    key, k_draft, k_accept = jax.random.split(st.key, 3)
-    L = st.length
-    draft_tokens, q_logits, draft_cache = _draft(s, draft_params, st.draft_cache, L, st.prev, st.cur, k_draft)
-
-    verify = jnp.concatenate([st.cur[:, None], draft_tokens], axis=1)  # [B, G+1]
-    pos = L[:, None] + jnp.arange(G + 1, dtype=jnp.int32)[None, :]
-    p_logits, target_cache = forward(
-      s.target, params, verify, pos, st.target_cache.rollback(L), vocab_size=s.vocab_size
-    )
-    if s.sampling.greedy:
-      n, nxt = sampling.greedy_accept(draft_tokens, p_logits)
-    else:
-      p = sampling.probabilities(p_logits, s.sampling)
-      q = sampling.probabilities(q_logits, s.sampling)
-      n, nxt = sampling.rejection_accept(k_accept, draft_tokens, q, p)
-
-    emitted = jnp.concatenate([draft_tokens, nxt[:, None]], axis=1)
-    emitted = jnp.where(jnp.arange(G + 1)[None, :] == n[:, None], nxt[:, None], emitted)
-    out, taken = commit(st.out, emitted, n + 1, max_new, s.eos_ids)
-    new_prev = jnp.where(n > 0, jnp.take_along_axis(draft_tokens, jnp.maximum(n - 1, 0)[:, None], axis=1)[:, 0], st.cur)
-    length = jnp.where(active, L + 1 + n, L)
-    counters = st.counters.round(active, drafted=G, accepted=n, taken=taken, target_calls=1, draft_calls=G)
-    return _State(
-      target_cache=target_cache.rollback(length),
-      draft_cache=draft_cache,
-      length=length,
-      prev=jnp.where(active, new_prev, st.prev),
-      cur=jnp.where(active, nxt, st.cur),
-      out=out,
-      counters=counters,
-      key=key,
-    )
-
-  state = jax.lax.while_loop(cond, body, state)
-  return DecodeResult(out=state.out, counters=state.counters)
+)
+modes.register(
+  Mode(
+    name="spec-lookup",
+    decode=decode_hybrid,
+    help="spec, but a row whose context repeats its last tokens proposes their earlier continuation instead",
+    knobs=("gamma", "draft_threshold", "ngram", "ngram_min"),
+    lookahead=lambda s: s.gamma + 1,
+    configure=lambda knobs: modes.check_ngram(_configure(knobs)),
+    needs_draft=True,
+  )
+)

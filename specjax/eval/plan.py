@@ -1,0 +1,318 @@
+"""`specjax plan`: predict the speed of every gamma, draft threshold and tree size from one short run.
+
+Measurement (on the user's prompts, a few are enough): one `ar` run (the baseline and the number of
+new tokens per prompt), one run of each planned mode at the largest gamma (per-position acceptance
+a_i; for `spec` also a per-round trace of the draft's confidences; for `tr-jacobi` which tree nodes
+matched), and the cost of each model call that a plan would make (`specjax.eval.forward.call_costs`:
+target calls of every verification width, draft calls of 1 and 2 tokens, the prefills).
+
+Model (ALGORITHMS.md section 1; every a_i is P(proposal i accepted | 1..i-1 accepted)):
+
+    E[tokens per round](gamma) = 1 + m * sum_{k=1..gamma} prod_{i<=k} a_i
+    seconds per round(gamma)   = c_draft(first) + (gamma - 1) * c_draft(1) + c_target(gamma + 1)
+
+m is the share of rounds with a proposal (1 for `spec`; the match rate for `lookup`, which makes no
+draft calls and whose rounds without a match make a one-token call: seconds per round =
+m * c_target(gamma + 1) + (1 - m) * c_target(1) at batch size 1; at larger batches every round is
+taken as wide). A dynamic draft length (threshold t) is replayed on the traced rounds of the largest
+gamma: a row's draft length k is the first position whose confidence is below t (or gamma), it
+emits min(n, k) + 1 tokens (n = what it accepted of all gamma proposals) and the batch makes
+1 + max_b(k_b - 1) draft calls. A smaller TR-Jacobi tree (the default pruned: the retrieval chain
+plus the first m Medusa paths) keeps 1 + the deepest of its nodes that matched in the traced rounds,
+for one target call as wide as the tree. Predicted time of the prompt set = the prefills + for each
+batch, max over its rows of (new tokens - 1) / E[tokens per round] rounds; speed-up = predicted
+time of `ar` / predicted time. Assumptions: acceptance does not depend on where rounds start (the
+traced rounds stand for those of other settings), the loop adds nothing to the model calls, and for
+smaller trees the candidates (which depend on the accepted path) are those of the default tree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from specjax.decode import modes as registry
+from specjax.decode.engine import Engine, RunResult
+from specjax.decode.sampling import SamplingConfig
+from specjax.decode.tree import MC_SIM_7B_63, TokenTree
+from specjax.errors import SpecjaxError
+from specjax.eval.forward import call_costs
+
+TREE_SIZES = (0, 4, 8, 16, 32, 63)  # Medusa paths kept after the retrieval chain
+
+
+@dataclasses.dataclass
+class Costs:
+  """Measured seconds per call: target and draft by new tokens per row, prefills by prompt bucket."""
+
+  target: dict[int, float]
+  draft: dict[int, float] = dataclasses.field(default_factory=dict)
+  prefill_target: dict[int, float] = dataclasses.field(default_factory=dict)
+  prefill_draft: dict[int, float] = dataclasses.field(default_factory=dict)
+  tree: dict[int, float] = dataclasses.field(default_factory=dict)  # target calls with a tree mask
+
+
+@dataclasses.dataclass
+class Workload:
+  """The prompt set as the engine batches it: per batch its bucket and each row's new tokens."""
+
+  batches: list[tuple[int, list[int]]]
+
+  @classmethod
+  def of(cls, run: RunResult) -> Workload:
+    return cls([(b["bucket"], [len(run.rows[i].tokens) for i in b["rows"]]) for b in run.batches])
+
+  @property
+  def new_tokens(self) -> int:
+    return sum(sum(news) for _, news in self.batches)
+
+
+def expected_tokens(accept: Sequence[float | None], gamma: int, match_rate: float = 1.0) -> float:
+  """E[tokens per round] = 1 + m * sum_{k<=gamma} prod_{i<=k} a_i (a missing a_i counts as 0)."""
+  total, prod = 0.0, 1.0
+  for a in list(accept)[:gamma]:
+    prod *= a or 0.0
+    total += prod
+  return 1.0 + match_rate * total
+
+
+def round_seconds(costs: Costs, gamma: int, draft_calls: float | None = None, first_width: int = 2) -> float:
+  """One speculative round: the first draft call, the one-token draft calls, the verification."""
+  calls = gamma if draft_calls is None else draft_calls
+  return costs.draft[first_width] + (calls - 1) * costs.draft[1] + costs.target[gamma + 1]
+
+
+def predicted_seconds(work: Workload, costs: Costs, tokens_per_round: float, seconds_per_round: float, draft: bool):
+  """Prefills plus rounds: each batch runs until its longest row is done."""
+  total = 0.0
+  for bucket, news in work.batches:
+    total += costs.prefill_target[bucket] + (costs.prefill_draft[bucket] if draft else 0.0)
+    total += max(n - 1 for n in news) / tokens_per_round * seconds_per_round
+  return total
+
+
+def threshold_round(traces: list[dict[str, np.ndarray]], gamma: int, threshold: float) -> tuple[float, float]:
+  """(E[tokens per round], draft calls per iteration) of draft length `gamma` with `threshold`, replayed
+  on spec traces recorded at a gamma >= `gamma` without a threshold (see the module docstring)."""
+  tokens, calls = [], []
+  for tr in traces:
+    conf, n, active = tr["conf"][..., :gamma], tr["n"], tr["active"]
+    low = conf < threshold  # [B, R, gamma]
+    k = np.where(low.any(-1), np.argmax(low, axis=-1) + 1, gamma)
+    tokens.append((np.minimum(n, k) + 1)[active])
+    k_active = np.where(active, k, 0)
+    iters = active.any(axis=0)
+    calls.append(k_active.max(axis=0)[iters])
+  return float(np.mean(np.concatenate(tokens))), float(np.mean(np.concatenate(calls)))
+
+
+def pruned_trees(sizes: Sequence[int] = TREE_SIZES) -> list[TokenTree]:
+  """The default TR-Jacobi tree pruned to its retrieval chain plus the first m Medusa paths."""
+  full = TokenTree.default()
+  chain = tuple(p for p in full.paths if p not in MC_SIM_7B_63)
+  return [TokenTree(paths=chain + MC_SIM_7B_63[:m], top_k=full.top_k) for m in sizes]
+
+
+def tree_round(traces: list[dict[str, np.ndarray]], full: TokenTree, tree: TokenTree) -> float:
+  """E[tokens per round] of `tree` (a subset of `full`'s paths), replayed on `full`'s traced rounds."""
+  index = {p: i for i, p in enumerate(full.paths)}
+  missing = [p for p in tree.paths if p not in index]
+  if missing:
+    raise SpecjaxError(f"tree paths {missing[:3]} are not in the traced tree")
+  cols = np.array([index[p] for p in tree.paths])
+  depth = np.array([len(p) for p in tree.paths])
+  out = []
+  for tr in traces:
+    ok = tr["ok"][..., cols]  # [B, R, n]
+    acc = np.max(np.where(ok, depth, 0), axis=-1)
+    out.append((acc + 1)[tr["active"]])
+  return float(np.mean(np.concatenate(out)))
+
+
+def _speedup(a: float | None, b: float | None) -> float | None:
+  return a / b if a and b else None
+
+
+def plan(
+  engine: Engine,
+  prompts: Sequence[Sequence[int]],
+  *,
+  max_new_tokens: int,
+  modes: Sequence[str] = ("spec", "lookup", "tr-jacobi"),
+  gammas: Sequence[int] = (1, 2, 3, 4, 5, 6, 8),
+  thresholds: Sequence[float] = (0.3, 0.5, 0.7, 0.9),
+  measure: Sequence[int] = (),
+  measure_thresholds: Sequence[float] = (),
+  ngram: int = 3,
+  ngram_min: int = 1,
+  batch_size: int = 1,
+  sampling: SamplingConfig = SamplingConfig(),
+  seed: int = 0,
+  repeat: int = 5,
+  log=print,
+) -> dict:
+  """Measure, predict and compare (see the module docstring). Returns {"rows": [...], "best": {...},
+  "costs": {...}}; a row has mode, gamma, draft_threshold, tree_nodes, tokens_per_round,
+  seconds_per_round, predicted_tokens_per_s, predicted_speedup and, where it ran, measured_* too."""
+  if not gammas:
+    raise SpecjaxError("plan needs at least one gamma")
+  if any(g < 1 for g in gammas):
+    raise SpecjaxError(f"every gamma must be >= 1, got {list(gammas)}")
+  modes = [m for m in modes if m != "ar"]
+  for m in modes:
+    if m not in ("spec", "lookup", "tr-jacobi"):
+      registry.get(m)  # an unknown name lists the registered modes
+      raise SpecjaxError(f"plan models spec, lookup and tr-jacobi; it has no model of {m!r}")
+  if "spec" in modes and engine.draft_cfg is None:
+    raise SpecjaxError("planning spec needs a draft model (--draft CKPT); or plan --modes lookup,tr-jacobi")
+  if "tr-jacobi" in modes and not sampling.greedy:
+    raise SpecjaxError("tr-jacobi is greedy only; plan it at temperature 0")
+  G = max(gammas)
+  run_kw = dict(max_new_tokens=max_new_tokens, sampling=sampling, batch_size=batch_size, seed=seed)
+
+  log("measuring: ar")
+  ar = engine.run(prompts, "ar", **run_kw)
+  work = Workload.of(ar)
+  trees = pruned_trees()
+  buckets = sorted({b for b, _ in work.batches})
+  widths = {1} | {g + 1 for g in gammas}
+  tree_widths = {t.num_nodes + 1 for t in trees} if "tr-jacobi" in modes else set()
+  S = max(buckets) + max_new_tokens + max(widths | tree_widths)
+  fill = max(buckets) + max_new_tokens // 2
+  log(f"measuring call costs: target widths {sorted(widths)}, tree widths {sorted(tree_widths)}")
+  costs = Costs(target=call_costs(engine.target_cfg, engine.target_params, batch_size, sorted(widths), fill, S, repeat))
+  if tree_widths:  # tree verification passes an explicit [B, T, T] mask
+    tree_costs = call_costs(
+      engine.target_cfg, engine.target_params, batch_size, sorted(tree_widths), fill, S, repeat, mask=True
+    )
+    costs.tree = tree_costs
+  for b in buckets:
+    costs.prefill_target[b] = call_costs(engine.target_cfg, engine.target_params, batch_size, [b], 0, S, repeat)[b]
+  if "spec" in modes:
+    costs.draft = call_costs(engine.draft_cfg, engine.draft_params, batch_size, [1, 2], fill, S, repeat)
+    for b in buckets:
+      costs.prefill_draft[b] = call_costs(engine.draft_cfg, engine.draft_params, batch_size, [b], 0, S, repeat)[b]
+
+  ar_pred = predicted_seconds(work, costs, 1.0, costs.target[1], draft=False)
+  rows = []
+
+  def row(mode, gamma, tokens, seconds, draft, threshold=None, tree=None, measured=None):
+    t = predicted_seconds(work, costs, tokens, seconds, draft)
+    r = dict(
+      mode=mode,
+      gamma=gamma,
+      draft_threshold=threshold,
+      tree_nodes=tree.num_nodes if tree is not None else None,
+      tokens_per_round=tokens,
+      seconds_per_round=seconds,
+      predicted_tokens_per_s=work.new_tokens / t,
+      predicted_speedup=ar_pred / t,
+    )
+    if measured is not None:
+      m = measured.metrics
+      r.update(
+        measured_tokens_per_round=m["block_efficiency"],
+        measured_tokens_per_s=m["tokens_per_s"],
+        measured_speedup=_speedup(m["tokens_per_s"], ar.metrics["tokens_per_s"]),
+      )
+    rows.append(r)
+
+  row("ar", None, 1.0, costs.target[1], False, measured=ar)
+
+  if "spec" in modes:
+    log(f"measuring: spec gamma={G} (traced)")
+    runs = {(G, None): engine.run(prompts, "spec", gamma=G, trace=True, **run_kw)}
+    for g in measure:
+      if (g, None) not in runs:
+        log(f"measuring: spec gamma={g}")
+        runs[(g, None)] = engine.run(prompts, "spec", gamma=g, **run_kw)
+    for t in measure_thresholds:
+      log(f"measuring: spec gamma={G} threshold={t}")
+      runs[(G, t)] = engine.run(prompts, "spec", gamma=G, draft_threshold=t, **run_kw)
+    accept = runs[(G, None)].metrics["per_position_acceptance"]
+    traces = runs[(G, None)].traces
+    for g in sorted(gammas):
+      row("spec", g, expected_tokens(accept, g), round_seconds(costs, g), True, measured=runs.get((g, None)))
+      for t in thresholds:
+        tokens, calls = threshold_round(traces, g, t)
+        row("spec", g, tokens, round_seconds(costs, g, calls), True, threshold=t, measured=runs.get((g, t)))
+
+  if "lookup" in modes:
+    log(f"measuring: lookup gamma={G}")
+    lk = dict(ngram=ngram, ngram_min=ngram_min)
+    runs = {G: engine.run(prompts, "lookup", gamma=G, **lk, **run_kw)}
+    for g in measure:
+      if g not in runs:
+        log(f"measuring: lookup gamma={g}")
+        runs[g] = engine.run(prompts, "lookup", gamma=g, **lk, **run_kw)
+    m = runs[G].metrics
+    rounds = m["target_calls"]
+    # Position 1 is reached in every round that proposed something (cut rounds aside).
+    matched = (m["drafted_tokens"] / G) / rounds if rounds else 0.0
+    for g in sorted(gammas):
+      tokens = expected_tokens(m["per_position_acceptance"], g, matched)
+      wide = matched if batch_size == 1 else 1.0
+      seconds = wide * costs.target[g + 1] + (1 - wide) * costs.target[1]
+      row("lookup", g, tokens, seconds, False, measured=runs.get(g))
+
+  if "tr-jacobi" in modes:
+    log("measuring: tr-jacobi (default tree, traced)")
+    full = TokenTree.default()
+    run = engine.run(prompts, "tr-jacobi", tree=full, trace=True, **run_kw)
+    for tree in trees:
+      tokens = tree_round(run.traces, full, tree)
+      seconds = costs.tree[tree.num_nodes + 1]
+      row("tr-jacobi", None, tokens, seconds, False, tree=tree, measured=run if tree == full else None)
+
+  best = {}
+  for r in rows:
+    if r["mode"] != "ar" and r["predicted_speedup"] > best.get(r["mode"], {}).get("predicted_speedup", 0):
+      best[r["mode"]] = r
+  overall = max(rows, key=lambda r: r["predicted_speedup"])
+  return {
+    "rows": rows,
+    "best": best,
+    "recommended": overall,
+    "costs": dataclasses.asdict(costs),
+    "new_tokens": work.new_tokens,
+  }
+
+
+def _f(x, spec):
+  return "-" if x is None else format(x, spec)
+
+
+def setting(r: dict) -> str:
+  """A plan row's knobs as text, e.g. `gamma=4 thr=0.5` or `nodes=21`."""
+  parts = []
+  if r.get("gamma") is not None:
+    parts.append(f"gamma={r['gamma']}")
+  if r.get("draft_threshold") is not None:
+    parts.append(f"thr={r['draft_threshold']:g}")
+  if r.get("tree_nodes") is not None:
+    parts.append(f"nodes={r['tree_nodes']}")
+  return " ".join(parts)
+
+
+def table(report: dict) -> str:
+  """The plan as a text table, predicted beside measured where a setting ran."""
+  head = (
+    f"{'mode':<10} {'setting':<18} {'tok/round':>9} {'ms/round':>8} {'pred tok/s':>10} {'pred x':>7} "
+    f"{'meas tok/round':>14} {'meas tok/s':>10} {'meas x':>7} {'error':>7}"
+  )
+  lines = [head, "-" * len(head)]
+  for r in report["rows"]:
+    ms, pm = r.get("measured_speedup"), r["predicted_speedup"]
+    err = None if ms is None else pm / ms - 1
+    lines.append(
+      f"{r['mode']:<10} {setting(r):<18} {r['tokens_per_round']:>9.2f} {1000 * r['seconds_per_round']:>8.1f} "
+      f"{r['predicted_tokens_per_s']:>10.1f} {pm:>7.2f} {_f(r.get('measured_tokens_per_round'), '.2f'):>14} "
+      f"{_f(r.get('measured_tokens_per_s'), '.1f'):>10} {_f(ms, '.2f'):>7} {_f(err, '+.1%'):>7}"
+    )
+  rec = report["recommended"]
+  lines.append(f"recommended: {rec['mode']} {setting(rec)} (predicted speed-up {rec['predicted_speedup']:.2f}x vs ar)")
+  for mode, r in report["best"].items():
+    lines.append(f"best {mode}: {setting(r)} (predicted {r['predicted_speedup']:.2f}x)")
+  return "\n".join(lines)

@@ -1,0 +1,121 @@
+"""The planner: its model on synthetic inputs, and one short end-to-end plan on tiny models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from decode_util import engine, model, prompts, tiny
+
+from specjax.decode.tree import MC_SIM_7B_63, TokenTree
+from specjax.errors import SpecjaxError
+from specjax.eval.plan import (
+  Costs,
+  Workload,
+  expected_tokens,
+  plan,
+  predicted_seconds,
+  pruned_trees,
+  round_seconds,
+  table,
+  threshold_round,
+  tree_round,
+)
+
+
+def test_expected_tokens():
+  assert expected_tokens([1.0, 1.0, 1.0], 3) == 4.0
+  assert expected_tokens([0.5, 0.5, 0.5], 2) == pytest.approx(1 + 0.5 + 0.25)
+  assert expected_tokens([0.8, 0.5, None], 3) == pytest.approx(1 + 0.8 + 0.4)  # a never-reached position adds 0
+  assert expected_tokens([0.5, 0.5], 2, match_rate=0.5) == pytest.approx(1 + 0.5 * 0.75)
+  # i.i.d. acceptance beta: (1 - beta^(gamma+1)) / (1 - beta), ALGORITHMS.md section 1
+  assert expected_tokens([0.6] * 4, 4) == pytest.approx((1 - 0.6**5) / (1 - 0.6))
+
+
+def test_round_and_total_seconds():
+  costs = Costs(
+    target={1: 1.0, 3: 2.0, 5: 3.0}, draft={1: 0.1, 2: 0.15}, prefill_target={16: 5.0}, prefill_draft={16: 1.0}
+  )
+  assert round_seconds(costs, 4) == pytest.approx(0.15 + 3 * 0.1 + 3.0)
+  assert round_seconds(costs, 4, draft_calls=2.5) == pytest.approx(0.15 + 1.5 * 0.1 + 3.0)
+  work = Workload([(16, [11, 21]), (16, [6])])
+  # Each batch: its prefills, then (longest row - 1) / tokens-per-round rounds.
+  assert predicted_seconds(work, costs, 2.0, 3.0, draft=True) == pytest.approx(6 + 10 * 3 + 6 + 2.5 * 3)
+  assert predicted_seconds(work, costs, 1.0, 1.0, draft=False) == pytest.approx(5 + 20 + 5 + 5)
+  assert work.new_tokens == 38
+
+
+def test_threshold_replay():
+  # Two rows, three rounds, traced at gamma 3 without a threshold.
+  conf = np.array([[[0.9, 0.2, 0.9], [0.1, 0.9, 0.9], [0.9, 0.9, 0.9]], [[0.9, 0.9, 0.4], [0.5, 0.5, 0.5], [0, 0, 0]]])
+  n = np.array([[3, 0, 2], [1, 3, 0]])
+  active = np.array([[True, True, True], [True, True, False]])
+  trace = {"conf": conf, "n": n, "active": active}
+  # threshold 0.3: k = [[2, 1, 3], [3, 3, -]]; tokens = min(n, k) + 1 = [[3, 1, 3], [2, 4]]
+  tokens, calls = threshold_round([trace], 3, 0.3)
+  assert tokens == pytest.approx(np.mean([3, 1, 3, 2, 4]))
+  assert calls == pytest.approx(np.mean([3, 3, 3]))  # the batch drafts as long as its longest row
+  tokens, calls = threshold_round([trace], 2, 0.95)  # every confidence below: k = 1
+  assert tokens == pytest.approx(np.mean([2, 1, 2, 2, 2])) and calls == 1.0
+  tokens, calls = threshold_round([trace], 2, 0.0)  # never below: the fixed length
+  assert tokens == pytest.approx(np.mean([3, 1, 3, 2, 3])) and calls == 2.0
+
+
+def test_tree_replay_and_pruning():
+  trees = pruned_trees()
+  assert [t.num_nodes for t in trees] == [5, 9, 13, 21, 37, 68]
+  assert trees[-1] == TokenTree.default()
+  full = TokenTree.default()
+  idx = {p: i for i, p in enumerate(full.paths)}
+  ok = np.zeros((1, 3, full.num_nodes), bool)
+  ok[0, 0, [idx[(10,)], idx[(10, 10)], idx[(10, 10, 10)]]] = True  # the retrieval chain to depth 3
+  ok[0, 1, [idx[(0,)], idx[(0, 0)]]] = True  # the top candidate twice
+  ok[0, 2, [idx[(1,)], idx[(1, 0)], idx[(1, 0, 0)]]] = True  # only in the bigger trees
+  trace = {"ok": ok, "active": np.ones((1, 3), bool)}
+  assert tree_round([trace], full, full) == pytest.approx((4 + 3 + 4) / 3)
+  chain_only = trees[0]
+  assert tree_round([trace], full, chain_only) == pytest.approx((4 + 1 + 1) / 3)
+  small = TokenTree(paths=((10,), (10, 10), (10, 10, 10), (10, 10, 10, 10), (10, 10, 10, 10, 10)) + MC_SIM_7B_63[:8])
+  assert (1, 0, 0) not in small.paths and tree_round([trace], full, small) == pytest.approx((4 + 3 + 3) / 3)
+  with pytest.raises(SpecjaxError, match="not in the traced tree"):
+    tree_round([trace], chain_only, full)
+
+
+def test_plan_end_to_end():
+  eng = engine(model(tiny(), 0), model(tiny(layers=1), 1))
+  lines = []
+  report = plan(
+    eng, prompts([5, 9]), max_new_tokens=12, modes=("spec", "lookup", "tr-jacobi"), gammas=(1, 2), thresholds=(0.5,),
+    measure=(1,), measure_thresholds=(0.5,), repeat=1, log=lines.append,
+  )  # fmt: skip
+  rows = report["rows"]
+  keys = [(r["mode"], r["gamma"], r["draft_threshold"], r["tree_nodes"]) for r in rows]
+  assert keys[:6] == [
+    ("ar", None, None, None),
+    ("spec", 1, None, None), ("spec", 1, 0.5, None), ("spec", 2, None, None), ("spec", 2, 0.5, None),
+    ("lookup", 1, None, None),
+  ]  # fmt: skip
+  assert [k[3] for k in keys if k[0] == "tr-jacobi"] == [5, 9, 13, 21, 37, 68]
+  measured = {k for k, r in zip(keys, rows, strict=True) if "measured_speedup" in r}
+  assert measured == {
+    ("ar", None, None, None), ("spec", 1, None, None), ("spec", 2, None, None), ("spec", 2, 0.5, None),
+    ("lookup", 1, None, None), ("lookup", 2, None, None), ("tr-jacobi", None, None, 68),
+  }  # fmt: skip
+  for r in rows:
+    assert r["tokens_per_round"] >= 1 and r["predicted_tokens_per_s"] > 0
+  # With an unrelated draft nothing is accepted: the model predicts about one token per round.
+  spec2 = rows[keys.index(("spec", 2, None, None))]
+  assert spec2["tokens_per_round"] == pytest.approx(spec2["measured_tokens_per_round"], abs=0.2)
+  assert rows[0]["predicted_speedup"] == pytest.approx(1.0)
+  text = table(report)
+  assert "recommended:" in text and "pred x" in text and "nodes=68" in text
+  assert any("measuring" in line for line in lines)
+
+
+def test_plan_refusals():
+  eng = engine(model(tiny(), 0))
+  with pytest.raises(SpecjaxError, match="needs a draft"):
+    plan(eng, prompts([5]), max_new_tokens=4, modes=("spec",))
+  with pytest.raises(SpecjaxError, match="no model of 'jacobi'"):
+    plan(eng, prompts([5]), max_new_tokens=4, modes=("jacobi",))
+  with pytest.raises(SpecjaxError, match="unknown decoding mode"):
+    plan(eng, prompts([5]), max_new_tokens=4, modes=("beam",))
