@@ -399,7 +399,15 @@ class Llama(nn.Module):
       x = jnp.take_along_axis(x, logits_at[..., None], axis=1)
     x = RMSNorm(cfg, name="norm")(x)
 
-    if cfg.tie_embeddings:
+    if cfg.tie_embeddings and not cfg.scan_layers:
+      # Decode layout: a [D, V] copy of the table as well (decode_layout fills it; init copies the table).
+      # One row is a matrix-vector product, which XLA CPU wants on [D, V] (given only the [V, D] table,
+      # it transposes the whole table on every step of a decode loop); several rows run faster on [V, D].
+      head_t = self.param("head_t", lambda *_: jnp.asarray(embed.embedding).T)
+      rows = x.shape[0] * x.shape[1]
+      h = x.astype(cfg.compute_dtype)
+      logits = h @ head_t.astype(cfg.compute_dtype) if rows == 1 else embed.attend(h)
+    elif cfg.tie_embeddings:
       logits = embed.attend(x.astype(cfg.compute_dtype))
     else:
       logits = _dense(cfg.vocab_size, ("embed", "vocab"), cfg, "lm_head")(x)
@@ -413,8 +421,9 @@ class Llama(nn.Module):
 def decode_layout(cfg: ModelConfig, params: dict) -> tuple[ModelConfig, dict]:
   """The same model with the parameter layout XLA decodes fastest: one parameter set per layer instead
   of `nn.scan`'s stacked [L, ...] arrays, which XLA CPU slices on every layer of every call, and for a
-  tied head a pre-transposed [D, V] copy of the embedding as `lm_head` (inside a decode loop XLA
-  otherwise transposes the whole table for `embed.attend` on every step). The function is unchanged."""
+  tied head a pre-transposed [D, V] copy of the embedding as `head_t`, used by one-row calls (inside a
+  decode loop XLA otherwise transposes the whole table for `embed.attend` on every step). The function
+  is unchanged."""
   out = {k: v for k, v in params.items() if k != "layers"}
   if cfg.scan_layers:
     for i in range(cfg.num_layers):
@@ -422,8 +431,8 @@ def decode_layout(cfg: ModelConfig, params: dict) -> tuple[ModelConfig, dict]:
   else:
     out.update({k: v for k, v in params.items() if k.startswith("layers_")})
   if cfg.tie_embeddings:
-    out["lm_head"] = {"kernel": jnp.asarray(params["embed_tokens"]["embedding"]).T}
-  return cfg.replace(scan_layers=False, tie_embeddings=False), out
+    out["head_t"] = jnp.asarray(params["embed_tokens"]["embedding"]).T
+  return cfg.replace(scan_layers=False), out
 
 
 def init_params(cfg: ModelConfig, key: jax.Array) -> dict:
