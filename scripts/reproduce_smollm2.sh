@@ -20,10 +20,12 @@ BUDGET=${BUDGET:-short}
 SJ="$PY -m specjax"
 if [ "$BUDGET" = short ]; then
   PROMPTS=${PROMPTS:-chat:200,gsm:200,code:100,summarize:100}
-  NEW=${NEW:-128}; PRE_STEPS=${PRE_STEPS:-400}; KD_STEPS=${KD_STEPS:-60}; BENCH_PROMPTS=${BENCH_PROMPTS:-10}
+  NEW=${NEW:-128}; PRE_STEPS=${PRE_STEPS:-200}; PRE_B=${PRE_B:-8}; KD_STEPS=${KD_STEPS:-20}; KD_B=${KD_B:-4}
+  BENCH_PROMPTS=${BENCH_PROMPTS:-10}
 elif [ "$BUDGET" = full ]; then
   PROMPTS=${PROMPTS:-chat:1000,gsm:1000,code:500,summarize:500}
-  NEW=${NEW:-192}; PRE_STEPS=${PRE_STEPS:-2000}; KD_STEPS=${KD_STEPS:-300}; BENCH_PROMPTS=${BENCH_PROMPTS:-24}
+  NEW=${NEW:-192}; PRE_STEPS=${PRE_STEPS:-1200}; PRE_B=${PRE_B:-16}; KD_STEPS=${KD_STEPS:-150}; KD_B=${KD_B:-8}
+  BENCH_PROMPTS=${BENCH_PROMPTS:-24}
 else
   echo "BUDGET must be short or full, got $BUDGET" >&2
   exit 2
@@ -46,13 +48,13 @@ stage "3/7 the draft vocabulary: the target's $K most frequent generated tokens"
 stage "4/7 pretrain the drafter on the target's answers (reduced head, $PRE_STEPS steps)"
 [ -d "$OUT/pre/final" ] || $SJ pretrain --config configs/pretrain/drafter-s.yaml --out "$OUT/pre" --steps "$PRE_STEPS" \
   tokenizer="$OUT/target" model.head_ids_from="$OUT/vocab.json" data.source="$OUT/data" data.prompt_field=prompt \
-  data.response_field=response data.batch_size=16 data.seq_len=256 data.eval_fraction=0.03 data.eval_batches=2 \
-  optim.lr=2e-3 optim.warmup_steps=30 optim.z_loss=0 checkpoint.every=100 logging.eval_every=100
+  data.response_field=response data.batch_size="$PRE_B" data.seq_len=192 data.eval_fraction=0.03 data.eval_batches=2 \
+  optim.lr=2e-3 optim.warmup_steps=30 optim.z_loss=0 checkpoint.every=50 logging.eval_every=100
 
 stage "5/7 distil against the target (FKL on the draft vocabulary, $KD_STEPS steps)"
 [ -d "$OUT/kd/final" ] || $SJ distill --config configs/distill/fkl.yaml --out "$OUT/kd" --steps "$KD_STEPS" \
-  target="$OUT/target" student="$OUT/pre/final" data.path="$OUT/data" data.seq_len=256 data.batch_size=8 \
-  data.eval_examples=16 data.eval_batches=1 optim.lr=5e-4 optim.warmup_steps=5 checkpoint.every=20 \
+  target="$OUT/target" student="$OUT/pre/final" data.path="$OUT/data" data.seq_len=192 data.batch_size="$KD_B" \
+  data.eval_examples=16 data.eval_batches=1 optim.lr=5e-4 optim.warmup_steps=5 checkpoint.every=10 \
   logging.eval_every=0 spec_eval.every=-1
 [ -d "$OUT/drafter" ] || cp -r "$OUT/kd/final" "$OUT/drafter"
 

@@ -14,6 +14,7 @@ from specjax.data.vocab_map import rank_tokens, read_vocab_map, reduce_head, res
 from specjax.decode.sampling import SamplingConfig
 from specjax.errors import SpecjaxError
 from specjax.models.llama import NEG_INF, decode_layout, expand_logits
+from specjax.models.presets import get_preset
 from specjax.models.registry import model_for
 
 
@@ -148,3 +149,12 @@ def test_lm_loss_with_reduced_head_skips_targets_outside_the_vocabulary():
   }
   _, metrics = make_lm_loss(r_cfg)(r_params, batch, None, None)
   assert int(metrics["tokens"]) == 5
+
+
+def test_pretrain_model_section_reads_the_vocab_map(tmp_path):
+  from specjax.train.pretrain import ModelSection, model_config
+
+  write_vocab_map(tmp_path / "map.json", (5, 1, 9))
+  cfg = model_config(ModelSection(preset="tiny", head_ids_from=str(tmp_path / "map.json")))
+  assert cfg.head_ids == (5, 1, 9) and cfg.head_size == 3
+  assert "head_ids" not in get_preset("tiny").to_dict()  # configs without a map are written as before
