@@ -19,11 +19,11 @@ PY=${PY:-python}
 BUDGET=${BUDGET:-short}
 SJ="$PY -m specjax"
 if [ "$BUDGET" = short ]; then
-  PROMPTS=${PROMPTS:-chat:200,gsm:200,code:100,summarize:100}
+  PROMPTS=${PROMPTS:-chat:200,gsm:200,code:100,summarize:100}; SAMPLES=${SAMPLES:-192}
   NEW=${NEW:-128}; PRE_STEPS=${PRE_STEPS:-200}; PRE_B=${PRE_B:-8}; KD_STEPS=${KD_STEPS:-20}; KD_B=${KD_B:-4}
   BENCH_PROMPTS=${BENCH_PROMPTS:-10}
 elif [ "$BUDGET" = full ]; then
-  PROMPTS=${PROMPTS:-chat:1000,gsm:1000,code:500,summarize:500}
+  PROMPTS=${PROMPTS:-chat:1000,gsm:1000,code:500,summarize:500}; SAMPLES=${SAMPLES:-1536}
   NEW=${NEW:-192}; PRE_STEPS=${PRE_STEPS:-1200}; PRE_B=${PRE_B:-16}; KD_STEPS=${KD_STEPS:-150}; KD_B=${KD_B:-8}
   BENCH_PROMPTS=${BENCH_PROMPTS:-24}
 else
@@ -38,8 +38,8 @@ stage() { printf '\n=== [%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 stage "1/7 import the target"
 [ -d "$OUT/target" ] || $SJ import smollm2-135m-instruct --out "$OUT/target"
 
-stage "2/7 the target answers training prompts ($PROMPTS)"
-[ -d "$OUT/data" ] || $SJ make-data --target "$OUT/target" --prompts "$PROMPTS" --out "$OUT/data" \
+stage "2/7 the target answers $SAMPLES training prompts (from $PROMPTS)"
+[ -d "$OUT/data" ] || $SJ make-data --target "$OUT/target" --prompts "$PROMPTS" --out "$OUT/data" --num-samples "$SAMPLES" \
   --temperature 0.7 --top-p 0.95 --max-new-tokens "$NEW" --batch-size 16 --max-prompt-tokens 192 --shard-size 64
 
 stage "3/7 the draft vocabulary: the target's $K most frequent generated tokens"
