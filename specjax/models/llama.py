@@ -430,7 +430,10 @@ def decode_layout(cfg: ModelConfig, params: dict) -> tuple[ModelConfig, dict]:
   """The same model with the parameter layout XLA decodes fastest: one parameter set per layer instead
   of `nn.scan`'s stacked [L, ...] arrays, which XLA CPU slices on every layer of every call, and for a
   tied head a pre-transposed [D, V] copy of the embedding as `lm_head` (inside a decode loop XLA
-  otherwise transposes the whole table for `embed.attend` on every step). The function is unchanged."""
+  otherwise transposes the whole table for `embed.attend` on every step). The function is unchanged.
+  `params=None` gives the decode-layout config alone (params set later, e.g. by a training hook)."""
+  if params is None:
+    return cfg.replace(scan_layers=False, tie_embeddings=False), None
   out = {k: v for k, v in params.items() if k != "layers"}
   if cfg.scan_layers:
     for i in range(cfg.num_layers):

@@ -150,7 +150,7 @@ class SpecEval:
 
     del step
 
-    self.engine.draft_params = params
+    self.engine.set_params(draft=params)
     out: dict[str, float] = {}
     for t in self.cfg.temperatures:
       run = self.engine.run(
@@ -194,7 +194,7 @@ class OnPolicy:
 
     B, T = batch["tokens"].shape
     prompts = [batch["tokens"][i, : max(prompt_length(batch["response_mask"][i]), 1)].tolist() for i in range(B)]
-    self.engine.target_params = params
+    self.engine.set_params(target=params)
     run = self.engine.run(
       prompts,
       "ar",
