@@ -29,10 +29,17 @@ step "5/7 align the drafter to the target with TVD++ (measures real acceptance a
   data.eval_examples=8 data.eval_batches=1 optim.warmup_steps=2 checkpoint.every=0 logging.eval_every=0 \
   spec_eval.every=0 spec_eval.prompts=8 spec_eval.max_new_tokens=32 "spec_eval.temperatures=[0.0]"
 
-step "6/7 benchmark: autoregressive vs speculative decoding on MT-Bench prompts"
-$SJ bench --target "$D/target" --draft "$D/distill/final" --prompts mt-bench --limit 4 --chat \
-  --modes ar,spec --gamma 2,4 --temperature 0 --max-new-tokens 48 --out "$D/bench.json" --plot "$D/bench.png"
+step "6/7 benchmark on held-out prompts: tau before and after alignment (MT-Bench), lookup drafting (grounded)"
+BENCH=(--prompts mt-bench --limit 4 --chat --modes ar,spec --gamma 4 --temperature 0 --max-new-tokens 48)
+[ -f "$D/bench_pretrained.json" ] || $SJ bench --target "$D/target" --draft "$D/pretrain/final" "${BENCH[@]}" \
+  --out "$D/bench_pretrained.json"
+[ -f "$D/bench.json" ] || $SJ bench --target "$D/target" --draft "$D/distill/final" "${BENCH[@]}" \
+  --out "$D/bench.json" --plot "$D/bench.png"
+[ -f "$D/bench_lookup.json" ] || $SJ bench --target "$D/target" --prompts grounded --limit 4 --chat \
+  --modes ar,lookup --gamma 4 --temperature 0 --max-new-tokens 96 --out "$D/bench_lookup.json"
 
 step "7/7 export the aligned drafter as a Hugging Face folder (transformers loads it as assistant_model)"
 [ -d "$D/drafter-hf" ] || $SJ export-hf "$D/distill/final" --out "$D/drafter-hf"
-printf '\ndone: results in %s (bench.json, bench.png, drafter-hf/)\n' "$D"
+
+$PY scripts/demo_table.py "$D"
+printf '\ndone: results in %s (bench*.json, bench.png, drafter-hf/)\n' "$D"

@@ -133,6 +133,55 @@ def _cmd_make_data(args: argparse.Namespace) -> int:
   return 0
 
 
+def _vocab_map_args(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--data", required=True, help="a `specjax make-data` dataset: the target's own answers are counted")
+  p.add_argument("--size", type=int, required=True, help="K, tokens the drafter's head covers (e.g. 8192)")
+  p.add_argument("--vocab-size", type=int, default=None, help="the tokenizer's size (default: the dataset's target)")
+  p.add_argument("--out", required=True, help="vocabulary map JSON file to write")
+
+
+@_command(
+  "vocab-map",
+  "rank the target's generated tokens: the K-token draft vocabulary (pretrain model.head_ids_from=FILE)",
+  _vocab_map_args,
+)
+def _cmd_vocab_map(args: argparse.Namespace) -> int:
+  from specjax.data.distill_data import load_distill_data
+  from specjax.data.vocab_map import dataset_responses, rank_tokens, write_vocab_map
+
+  _, meta = load_distill_data(args.data)
+  vocab = args.vocab_size or int(meta.get("target", {}).get("config", {}).get("vocab_size", 0))
+  if not vocab:
+    raise SpecjaxError("the dataset does not record its target's vocabulary size; pass --vocab-size")
+  responses = list(dataset_responses(args.data))
+  ends = {r[-1] for r in responses if r}  # EOS and other end tokens: always proposable
+  ids, stats = rank_tokens(responses, vocab, args.size, always=sorted(ends)[:64])
+  write_vocab_map(args.out, ids, stats)
+  print(
+    f"wrote {args.out}: {len(ids)} tokens cover {stats['coverage']:.4f} of {stats['counted_tokens']} generated tokens"
+  )
+  return 0
+
+
+def _reduce_args(p: argparse.ArgumentParser) -> None:
+  p.add_argument("ckpt", help="a full-vocabulary drafter checkpoint")
+  p.add_argument("--map", required=True, help="a `specjax vocab-map` file")
+  p.add_argument("--out", required=True, help="new checkpoint folder (must not exist)")
+
+
+@_command("reduce-vocab", "cut a drafter's head to a vocabulary map (FR-Spec style reduced vocabulary)", _reduce_args)
+def _cmd_reduce_vocab(args: argparse.Namespace) -> int:
+  from specjax.checkpoint.orbax_io import load_checkpoint, load_tokenizer, save_checkpoint
+  from specjax.data.vocab_map import read_vocab_map, reduce_head
+
+  ckpt = load_checkpoint(args.ckpt)
+  cfg, params = reduce_head(ckpt.config, ckpt.params, read_vocab_map(args.map))
+  meta = {k: v for k, v in ckpt.meta.items() if k not in ("format", "model")}
+  save_checkpoint(args.out, cfg, params, tokenizer=load_tokenizer(args.ckpt), meta=dict(meta, reduced_from=args.ckpt))
+  print(f"wrote {args.out} ({cfg.head_size} of {cfg.vocab_size} tokens in the head)")
+  return 0
+
+
 def _train_args(kind: str, example: str):
   def add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help=f"YAML file of a {kind} (e.g. {example})")

@@ -160,3 +160,21 @@ def test_real_speculative_measurements_and_on_policy_mixing(pair, tmp_path):
       assert 0.0 <= r[f"spec_t{t}_acceptance_rate"] <= 1.0
       assert 1.0 <= r[f"spec_t{t}_block_efficiency"] <= cfg.spec_eval.gamma + 1
   assert "spec_t0_acceptance_rate" not in records[0]
+
+
+def test_reduced_vocabulary_student_distils_and_keeps_its_map(pair, tmp_path):
+  """vocab-map and reduce-vocab from the CLI, then distillation of the reduced drafter with a spec eval."""
+  vocab = tmp_path / "vocab.json"
+  assert main(["vocab-map", "--data", str(pair["data"]), "--size", "40", "--out", str(vocab)]) == 0
+  ids = tuple(json.loads(vocab.read_text())["ids"])
+  reduced = tmp_path / "reduced"
+  assert main(["reduce-vocab", str(pair["student"]), "--map", str(vocab), "--out", str(reduced)]) == 0
+  out = tmp_path / "kd"
+  cfg = _cfg(pair, f"student={reduced}", "steps=4", "spec_eval.every=4", "spec_eval.temperatures=[0.0, 1.0]")
+  distill(cfg, out)
+  final = load_checkpoint(out / "final")
+  assert final.config.head_ids == ids
+  records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+  last = {k: v for r in records for k, v in r.items()}
+  assert 0.0 < last["eval_expected_acceptance_full"] <= last["eval_expected_acceptance"] <= 1.0
+  assert 1.0 <= last["spec_t1_block_efficiency"] <= cfg.spec_eval.gamma + 1

@@ -155,10 +155,12 @@ def test_decode_layout_same_function(params):
   for cfg in (CFG, CFG.replace(tie_embeddings=True)):
     p = init_params(cfg, jax.random.key(3))
     dcfg, dparams = decode_layout(cfg, p)
-    assert not dcfg.scan_layers and not dcfg.tie_embeddings and "layers" not in dparams
+    assert not dcfg.scan_layers and "layers" not in dparams and ("head_t" in dparams) == cfg.tie_embeddings
     tokens, pos = _tokens(5, 2, 9), _pos(2, 9)
     full = model_for(cfg).apply({"params": p}, tokens, pos)[0]
     chex.assert_trees_all_close(model_for(dcfg).apply({"params": dparams}, tokens, pos)[0], full, atol=1e-5)
+    one = model_for(dcfg).apply({"params": dparams}, tokens[:1, :1], pos[:1, :1])[0]  # the [D, V] head path
+    chex.assert_trees_all_close(one, full[:1, :1], atol=1e-5)
     cache_a, cache_b = cfg.init_cache(2, 12), dcfg.init_cache(2, 12)
     la, cache_a = model_for(cfg).apply({"params": p}, tokens, pos, cache_a)
     lb, cache_b = model_for(dcfg).apply({"params": dparams}, tokens, pos, cache_b)

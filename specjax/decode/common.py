@@ -28,7 +28,7 @@ from jaxtyping import Array, Bool, Float, Int
 from specjax.decode import sampling
 from specjax.decode.sampling import SamplingConfig
 from specjax.models.kv_cache import KVCache
-from specjax.models.llama import LlamaConfig
+from specjax.models.llama import LlamaConfig, expand_logits
 from specjax.models.registry import model_for
 
 
@@ -85,8 +85,14 @@ def forward(
   logits_at: Int[Array, "B N"] | None = None,
 ) -> tuple[Float[Array, "B T V"], KVCache]:
   """One model call; logits cut to the shared vocabulary (padded embedding rows are never chosen),
-  computed only at the token indices `logits_at` when given."""
+  computed only at the token indices `logits_at` when given.
+
+  A draft with a reduced vocabulary (`cfg.head_ids`) has its K logits spread over the full vocabulary
+  with NEG_INF elsewhere, so every decoder and acceptance rule sees q = 0 outside the draft's vocabulary
+  (greedy never proposes such a token; rejection sampling stays exact with q = 0 there).
+  """
   logits, cache = model_for(cfg).apply({"params": params}, tokens, positions, cache, attn_mask, logits_at)
+  logits = expand_logits(cfg, logits, vocab_size or cfg.vocab_size)
   if vocab_size is not None and vocab_size < logits.shape[-1]:
     logits = logits[..., :vocab_size]
   return logits, cache

@@ -113,6 +113,7 @@ class Engine:
   ):
     # The decode-time parameter layout, on the device once (a checkpoint may hold host numpy arrays,
     # which would be copied every call).
+    self._saved_cfgs = (target_cfg, draft_cfg)  # the layout `set_params` converts from
     target_cfg, target_params = decode_layout(target_cfg, target_params)
     if draft_cfg is not None:
       draft_cfg, draft_params = decode_layout(draft_cfg, draft_params)
@@ -137,6 +138,14 @@ class Engine:
     self.max_len = max_len or target_cfg.max_position_embeddings
     self.compiler_options = compiler_options  # XLA options, e.g. {"xla_backend_optimization_level": 0}
     self._compiled: dict[tuple, Any] = {}
+
+  def set_params(self, target=None, draft=None) -> None:
+    """New parameter values in the checkpoint (training) layout, e.g. the drafter being trained; they are
+    converted to the decode layout like the ones given at construction."""
+    if target is not None:
+      self.target_params = jax.device_put(decode_layout(self._saved_cfgs[0], target)[1])
+    if draft is not None:
+      self.draft_params = jax.device_put(decode_layout(self._saved_cfgs[1], draft)[1])
 
   @property
   def compile_count(self) -> int:

@@ -55,6 +55,7 @@ ROPE_TYPES = ("default", "linear", "llama3")
 # Fields added with the model families: `to_dict` writes them only where they differ from what their
 # absence means, so configs (and dataset fingerprints) of models written before them are unchanged.
 _FAMILY_FIELDS = (
+  "head_ids",
   "architecture",
   "qkv_bias",
   "qk_norm",
@@ -109,6 +110,10 @@ class ModelConfig:
   # this about 2x faster: it does not slice the stacked weights on every layer). `decode_layout`
   # converts a checkpoint's parameters once at load.
   scan_layers: bool = True
+  # Reduced draft vocabulary (FR-Spec style): the head scores only these target token ids (K of them,
+  # frequency-ranked), so logits are [..., K] and index i means token head_ids[i]; inputs keep the full
+  # vocabulary. None: the head covers all vocab_size tokens. See `expand_logits` and `specjax.data.vocab_map`.
+  head_ids: tuple[int, ...] | None = None
 
   def __post_init__(self):
     for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads"):
@@ -141,6 +146,19 @@ class ModelConfig:
           f"leave {name} unset (it follows the architecture)"
         )
     self._check_rope()
+    if self.head_ids is not None:
+      ids = tuple(int(i) for i in self.head_ids)
+      object.__setattr__(self, "head_ids", ids)
+      if not ids or len(set(ids)) != len(ids) or min(ids) < 0 or max(ids) >= self.vocab_size:
+        raise SpecjaxError(
+          f"model config: head_ids must be distinct token ids in [0, {self.vocab_size}) (got {len(ids)} ids); "
+          "rebuild the vocabulary map with `specjax vocab-map`"
+        )
+
+  @property
+  def head_size(self) -> int:
+    """Rows of the output head: K with a reduced vocabulary, else vocab_size."""
+    return len(self.head_ids) if self.head_ids is not None else self.vocab_size
 
   def _check_rope(self) -> None:
     if self.rope_type not in ROPE_TYPES:
@@ -185,6 +203,8 @@ class ModelConfig:
         del d[name]
     if d["scan_layers"]:  # a run-time layout (decode_layout), not part of a saved model
       del d["scan_layers"]
+    if "head_ids" in d:
+      d["head_ids"] = list(d["head_ids"])
     return d
 
   @classmethod
@@ -193,6 +213,8 @@ class ModelConfig:
     unknown = sorted(set(d) - names)
     if unknown:
       raise SpecjaxError(f"model config: unknown keys {unknown}; valid keys are {sorted(names)}")
+    if d.get("head_ids") is not None:
+      d = dict(d, head_ids=tuple(d["head_ids"]))
     return cls(**d)
 
   def init_cache(self, batch_size: int, size: int, dtype: Any = None) -> KVCache:
@@ -399,10 +421,21 @@ class Llama(nn.Module):
       x = jnp.take_along_axis(x, logits_at[..., None], axis=1)
     x = RMSNorm(cfg, name="norm")(x)
 
-    if cfg.tie_embeddings:
+    if cfg.tie_embeddings and cfg.head_ids is not None:  # the tied head reads only the K kept rows
+      rows = jnp.take(embed.embedding, jnp.asarray(cfg.head_ids, jnp.int32), axis=0).astype(cfg.compute_dtype)
+      logits = jnp.einsum("btd,kd->btk", x.astype(cfg.compute_dtype), rows)
+    elif cfg.tie_embeddings and not cfg.scan_layers:
+      # Decode layout: a [D, V] copy of the table as well (decode_layout fills it; init copies the table).
+      # One row is a matrix-vector product, which XLA CPU wants on [D, V] (given only the [V, D] table,
+      # it transposes the whole table on every step of a decode loop); several rows run faster on [V, D].
+      head_t = self.param("head_t", lambda *_: jnp.asarray(embed.embedding).T)
+      rows = x.shape[0] * x.shape[1]
+      h = x.astype(cfg.compute_dtype)
+      logits = h @ head_t.astype(cfg.compute_dtype) if rows == 1 else embed.attend(h)
+    elif cfg.tie_embeddings:
       logits = embed.attend(x.astype(cfg.compute_dtype))
     else:
-      logits = _dense(cfg.vocab_size, ("embed", "vocab"), cfg, "lm_head")(x)
+      logits = _dense(cfg.head_size, ("embed", "vocab"), cfg, "lm_head")(x)
     logits = logits.astype(jnp.float32)
 
     if cache is not None:
@@ -413,8 +446,14 @@ class Llama(nn.Module):
 def decode_layout(cfg: ModelConfig, params: dict) -> tuple[ModelConfig, dict]:
   """The same model with the parameter layout XLA decodes fastest: one parameter set per layer instead
   of `nn.scan`'s stacked [L, ...] arrays, which XLA CPU slices on every layer of every call, and for a
-  tied head a pre-transposed [D, V] copy of the embedding as `lm_head` (inside a decode loop XLA
-  otherwise transposes the whole table for `embed.attend` on every step). The function is unchanged."""
+  tied head a pre-transposed [D, V] copy of the embedding as `head_t`, used by one-row calls (inside a
+  decode loop XLA otherwise transposes the whole table for `embed.attend` on every step; a reduced
+  vocabulary's K rows become an untied [D, K] `lm_head`). The function is unchanged. `params=None`
+  gives the decode-layout config alone (params set later, e.g. by a training hook)."""
+  reduced = cfg.tie_embeddings and cfg.head_ids is not None
+  dcfg = cfg.replace(scan_layers=False, tie_embeddings=cfg.tie_embeddings and not reduced)
+  if params is None:
+    return dcfg, None
   out = {k: v for k, v in params.items() if k != "layers"}
   if cfg.scan_layers:
     for i in range(cfg.num_layers):
@@ -422,8 +461,25 @@ def decode_layout(cfg: ModelConfig, params: dict) -> tuple[ModelConfig, dict]:
   else:
     out.update({k: v for k, v in params.items() if k.startswith("layers_")})
   if cfg.tie_embeddings:
-    out["lm_head"] = {"kernel": jnp.asarray(params["embed_tokens"]["embedding"]).T}
-  return cfg.replace(scan_layers=False, tie_embeddings=False), out
+    table = jnp.asarray(params["embed_tokens"]["embedding"])
+    if reduced:
+      out["lm_head"] = {"kernel": jnp.take(table, jnp.asarray(cfg.head_ids, jnp.int32), axis=0).T}
+    else:
+      out["head_t"] = table.T
+  return dcfg, out
+
+
+def expand_logits(cfg: ModelConfig, logits: Float[Array, "... K"], vocab_size: int) -> Float[Array, "... V"]:
+  """Reduced-head logits over the full vocabulary: head_ids[i] gets logits[..., i], every other token
+  NEG_INF (probability exactly 0 after softmax, never an argmax). Identity without `head_ids`."""
+  if cfg.head_ids is None:
+    return logits
+  ids = np.asarray(cfg.head_ids)
+  inverse = np.full((vocab_size,), len(ids), np.int32)  # K = the NEG_INF column appended below
+  keep = ids < vocab_size
+  inverse[ids[keep]] = np.arange(len(ids), dtype=np.int32)[keep]
+  padded = jnp.concatenate([logits, jnp.full(logits.shape[:-1] + (1,), NEG_INF, logits.dtype)], axis=-1)
+  return jnp.take(padded, jnp.asarray(inverse), axis=-1)
 
 
 def init_params(cfg: ModelConfig, key: jax.Array) -> dict:

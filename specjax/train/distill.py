@@ -100,22 +100,36 @@ def make_distill_loss(student_cfg, target_cfg, loss: str, options: dict):
 
   `frozen` = {"target": teacher params, "reference": AdaSPEC reference params (adaspec only)}.
   """
+  import jax
+  import jax.numpy as jnp
+
+  from specjax.data.vocab_map import restrict_teacher
   from specjax.models.registry import model_for
 
   fn = make_loss(loss, **options)
   student, teacher = model_for(student_cfg), model_for(target_cfg)
+  head_ids = student_cfg.head_ids  # reduced draft vocabulary: the teacher restricted to it, renormalised
   sampled = loss == "tvdpp" and options.get("norm") == "sampled"
 
   def loss_fn(params, batch, rng, frozen):
     tokens, positions, mask = batch["tokens"], batch["positions"], batch["loss_mask"]
     s_logits, _ = student.apply({"params": params}, tokens, positions)
     t_logits, _ = teacher.apply({"params": frozen["target"]}, tokens, positions)
+    full = None
+    if head_ids is not None:  # the true acceptance: sum over the K tokens of min(p, q), p over all tokens
+      p_in = restrict_teacher(jax.nn.softmax(t_logits.astype(jnp.float32), axis=-1), head_ids)
+      both = jnp.minimum(jax.lax.stop_gradient(jax.nn.softmax(s_logits.astype(jnp.float32), axis=-1)), p_in)
+      m = mask.astype(jnp.float32)
+      full = jnp.sum(jnp.sum(both, axis=-1) * m) / jnp.maximum(jnp.sum(m), 1.0)
+    t_logits = restrict_teacher(t_logits, head_ids)
     extra = {}
     if loss == "adaspec":
       extra["reference_logits"], _ = student.apply({"params": frozen["reference"]}, tokens, positions)
     if sampled:
       extra["rng"] = rng
     value, metrics = fn(s_logits, t_logits, mask, **extra)
+    if full is not None:
+      metrics = dict(metrics, expected_acceptance_full=full)
     return value, dict(metrics, tokens=metrics["num_tokens"])
 
   return loss_fn
@@ -136,7 +150,7 @@ class SpecEval:
 
     del step
 
-    self.engine.draft_params = params
+    self.engine.set_params(draft=params)
     out: dict[str, float] = {}
     for t in self.cfg.temperatures:
       run = self.engine.run(
@@ -180,7 +194,7 @@ class OnPolicy:
 
     B, T = batch["tokens"].shape
     prompts = [batch["tokens"][i, : max(prompt_length(batch["response_mask"][i]), 1)].tolist() for i in range(B)]
-    self.engine.target_params = params
+    self.engine.set_params(target=params)
     run = self.engine.run(
       prompts,
       "ar",
@@ -244,7 +258,8 @@ def distill(cfg: DistillConfig, out: str | Path, stop_at: int | None = None) -> 
 
   loss_fn = make_distill_loss(s_cfg, t_cfg, cfg.loss, options)
   trainer.set_objective(s_cfg, loss_fn, frozen=frozen, frozen_shardings=frozen_sh)
-  trainer.add_eval(data.eval_batches(), keys=("loss", "expected_acceptance"))
+  keys = ("loss", "expected_acceptance") + (("expected_acceptance_full",) if s_cfg.head_ids else ())
+  trainer.add_eval(data.eval_batches(), keys=keys)
   if cfg.spec_eval.every >= 0 and cfg.spec_eval.prompts > 0:
     prompts = data.eval_prompts(cfg.spec_eval.prompts)
     trainer.add_hook(SpecEval(cfg.spec_eval, t_cfg, target.params, s_cfg, prompts, eos_ids), cfg.spec_eval.every)

@@ -44,6 +44,7 @@ class ModelSection:
   init_from: str | None = None  # start from the params of this specjax checkpoint (same shapes)
   init_embed: Literal["random", "pca", "projection"] = "random"  # see specjax.train.embed_init
   init_embed_from: str | None = None  # target checkpoint for init_embed (default: `tokenizer`)
+  head_ids_from: str | None = None  # a `specjax vocab-map` file: reduced draft vocabulary (FR-Spec style)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +61,10 @@ def model_config(section: ModelSection) -> LlamaConfig:
   base = get_preset(section.preset).to_dict() if section.preset else {}
   base.update(section.fields)
   base.update(dtype=section.dtype, param_dtype=section.param_dtype, remat=section.remat)
+  if section.head_ids_from:
+    from specjax.data.vocab_map import read_vocab_map
+
+    base["head_ids"] = read_vocab_map(section.head_ids_from)
   try:
     return LlamaConfig.from_dict(base)
   except TypeError as e:

@@ -28,6 +28,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh
 
@@ -42,14 +43,27 @@ LossFn = Callable[[Any, dict, jax.Array, Any], tuple[jax.Array, dict]]
 
 
 def make_lm_loss(model_cfg: LlamaConfig, z_loss: float = 0.0) -> LossFn:
-  """Next-token cross-entropy on packed batches (segment-masked attention)."""
+  """Next-token cross-entropy on packed batches (segment-masked attention).
+
+  With a reduced head (`model_cfg.head_ids`) targets are mapped to head indices and targets outside the
+  draft vocabulary do not count (the draft can never propose them)."""
   model = model_for(model_cfg)
+  inverse = None
+  if model_cfg.head_ids is not None:
+    inv = np.full((model_cfg.vocab_size,), -1, np.int32)
+    inv[np.asarray(model_cfg.head_ids)] = np.arange(model_cfg.head_size, dtype=np.int32)
+    inverse = jnp.asarray(inv)
 
   def loss_fn(params, batch, rng, frozen):
     del rng, frozen
     mask = segment_attention_mask(batch["segment_ids"])
     logits, _ = model.apply({"params": params}, batch["tokens"], batch["positions"], attn_mask=mask)
-    return cross_entropy(logits, batch["targets"], batch["loss_mask"], z_loss)
+    targets, loss_mask = batch["targets"], batch["loss_mask"]
+    if inverse is not None:
+      targets = inverse[targets]
+      loss_mask = loss_mask * (targets >= 0)
+      targets = jnp.maximum(targets, 0)
+    return cross_entropy(logits, targets, loss_mask, z_loss)
 
   return loss_fn
 

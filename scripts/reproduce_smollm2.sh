@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# A drafter that pays off on this machine for SmolLM2-135M-Instruct, from nothing but the installed packages:
+# import the target, let it answer training prompts (make-data, batched), rank the tokens it generates into a
+# reduced draft vocabulary (FR-Spec style), pretrain the drafter on that target-generated text (chat template,
+# response-only loss) with the reduced head, distil it (FKL against the target restricted to the draft
+# vocabulary), then measure: call costs (c = drafter call / target call) and `specjax bench` ar vs spec on
+# held-out MT-Bench prompts (disjoint from the training sources by make-data's hash check), greedy and T=1,
+# gamma 1..6.
+#
+#   BUDGET=short bash scripts/reproduce_smollm2.sh OUT     # at most ~45 minutes on a 2-core CPU
+#   BUDGET=full  bash scripts/reproduce_smollm2.sh OUT     # at most ~3 hours
+#
+# Writes OUT/drafter (the final drafter, a specjax checkpoint), OUT/report.json and OUT/*.png.
+# Every stage is skipped when its output exists, so a rerun resumes (training runs resume from checkpoints).
+# Knobs (environment): PY (python), BUDGET, K (draft vocabulary size), and the per-stage numbers below.
+set -euo pipefail
+OUT=${1:?usage: reproduce_smollm2.sh OUT}
+PY=${PY:-python}
+BUDGET=${BUDGET:-short}
+SJ="$PY -m specjax"
+if [ "$BUDGET" = short ]; then
+  PROMPTS=${PROMPTS:-chat:200,gsm:200,code:100,summarize:100}; SAMPLES=${SAMPLES:-192}
+  NEW=${NEW:-128}; PRE_STEPS=${PRE_STEPS:-200}; PRE_B=${PRE_B:-8}; KD_STEPS=${KD_STEPS:-20}; KD_B=${KD_B:-4}
+  BENCH_PROMPTS=${BENCH_PROMPTS:-10}
+elif [ "$BUDGET" = full ]; then
+  PROMPTS=${PROMPTS:-chat:1000,gsm:1000,code:500,summarize:500}; SAMPLES=${SAMPLES:-1536}
+  NEW=${NEW:-192}; PRE_STEPS=${PRE_STEPS:-1200}; PRE_B=${PRE_B:-16}; KD_STEPS=${KD_STEPS:-150}; KD_B=${KD_B:-8}
+  BENCH_PROMPTS=${BENCH_PROMPTS:-24}
+else
+  echo "BUDGET must be short or full, got $BUDGET" >&2
+  exit 2
+fi
+K=${K:-8192}
+BENCH_NEW=${BENCH_NEW:-64}
+mkdir -p "$OUT"
+stage() { printf '\n=== [%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+stage "1/7 import the target"
+[ -d "$OUT/target" ] || $SJ import smollm2-135m-instruct --out "$OUT/target"
+
+stage "2/7 the target answers $SAMPLES training prompts (from $PROMPTS)"
+[ -d "$OUT/data" ] || $SJ make-data --target "$OUT/target" --prompts "$PROMPTS" --out "$OUT/data" --num-samples "$SAMPLES" \
+  --temperature 0.7 --top-p 0.95 --max-new-tokens "$NEW" --batch-size 16 --max-prompt-tokens 192 --shard-size 64
+
+stage "3/7 the draft vocabulary: the target's $K most frequent generated tokens"
+[ -f "$OUT/vocab.json" ] || $SJ vocab-map --data "$OUT/data" --size "$K" --out "$OUT/vocab.json"
+
+stage "4/7 pretrain the drafter on the target's answers (reduced head, $PRE_STEPS steps)"
+[ -d "$OUT/pre/final" ] || $SJ pretrain --config configs/pretrain/drafter-s.yaml --out "$OUT/pre" --steps "$PRE_STEPS" \
+  tokenizer="$OUT/target" model.head_ids_from="$OUT/vocab.json" data.source="$OUT/data" data.prompt_field=prompt \
+  data.response_field=response data.batch_size="$PRE_B" data.seq_len=192 data.eval_fraction=0.03 data.eval_batches=2 \
+  optim.lr=2e-3 optim.warmup_steps=30 optim.z_loss=0 checkpoint.every=50 logging.eval_every=100
+
+stage "5/7 distil against the target (FKL on the draft vocabulary, $KD_STEPS steps)"
+[ -d "$OUT/kd/final" ] || $SJ distill --config configs/distill/fkl.yaml --out "$OUT/kd" --steps "$KD_STEPS" \
+  target="$OUT/target" student="$OUT/pre/final" data.path="$OUT/data" data.seq_len=192 data.batch_size="$KD_B" \
+  data.eval_examples=16 data.eval_batches=1 optim.lr=5e-4 optim.warmup_steps=5 checkpoint.every=10 \
+  logging.eval_every=0 spec_eval.every=-1
+[ -d "$OUT/drafter" ] || cp -r "$OUT/kd/final" "$OUT/drafter"
+
+stage "6/7 call costs: drafter vs target"
+[ -f "$OUT/costs.json" ] || $PY scripts/recipe_report.py costs "$OUT"
+
+stage "7/7 bench on held-out MT-Bench prompts: ar vs spec, gamma 1..6, greedy and T=1"
+[ -f "$OUT/bench.json" ] || $SJ bench --target "$OUT/target" --draft "$OUT/drafter" --prompts mt-bench \
+  --limit "$BENCH_PROMPTS" --chat --modes ar,spec --gamma 1,2,3,4,5,6 --temperature 0,1 \
+  --max-new-tokens "$BENCH_NEW" --no-overhead --out "$OUT/bench.json" --plot "$OUT/bench.png"
+$PY scripts/recipe_report.py report "$OUT"
