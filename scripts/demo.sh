@@ -35,8 +35,8 @@ BENCH=(--prompts mt-bench --limit 4 --chat --modes ar,spec --gamma 4 --temperatu
   --out "$D/bench_pretrained.json"
 [ -f "$D/bench.json" ] || $SJ bench --target "$D/target" --draft "$D/distill/final" "${BENCH[@]}" \
   --out "$D/bench.json" --plot "$D/bench.png"
-[ -f "$D/bench_lookup.json" ] || $SJ bench --target "$D/target" --prompts grounded --limit 4 --chat \
-  --modes ar,lookup --gamma 4 --temperature 0 --max-new-tokens 96 --out "$D/bench_lookup.json"
+[ -f "$D/bench_lookup.json" ] || $SJ bench --target "$D/target" --prompts grounded --limit 8 --chat \
+  --modes ar,lookup --gamma 4 --temperature 0 --max-new-tokens 128 --out "$D/bench_lookup.json"
 
 step "7/7 export the aligned drafter as a Hugging Face folder (transformers loads it as assistant_model)"
 [ -d "$D/drafter-hf" ] || $SJ export-hf "$D/distill/final" --out "$D/drafter-hf"
