@@ -281,11 +281,13 @@ def run_loop(
             finish(*pending)
             pending = None
           extra = dict(before)
-          for hook in hooks:
-            if hook.due(step, total_steps):
-              t0 = time.perf_counter()
-              extra.update(hook.fn(state.params, step) or {})
-              paused += time.perf_counter() - t0
+          due_hooks = [hook for hook in hooks if hook.due(step, total_steps)]
+          if due_hooks:  # the step's own compute must not be timed as the hooks' pause
+            jax.block_until_ready(metrics)
+          for hook in due_hooks:
+            t0 = time.perf_counter()
+            extra.update(hook.fn(state.params, step) or {})
+            paused += time.perf_counter() - t0
           pending = (step, metrics, extra)
           due = checkpoint.every and step % checkpoint.every == 0 and step < end
           if due or signals.received is not None:
