@@ -114,11 +114,11 @@ class Engine:
     # The decode-time parameter layout, on the device once (a checkpoint may hold host numpy arrays,
     # which would be copied every call).
     self._saved_cfgs = (target_cfg, draft_cfg)  # the layout `set_params` converts from
-    target_cfg, target_params = decode_layout(target_cfg, target_params)
-    if draft_cfg is not None:
-      draft_cfg, draft_params = decode_layout(draft_cfg, draft_params)
-    self.target_cfg, self.target_params = target_cfg, jax.device_put(target_params)
-    self.draft_cfg, self.draft_params = draft_cfg, jax.device_put(draft_params)
+    target_cfg = decode_layout(target_cfg, None)[0]
+    draft_cfg = decode_layout(draft_cfg, None)[0] if draft_cfg is not None else None
+    self.target_cfg, self.draft_cfg = target_cfg, draft_cfg
+    self.target_params = self.draft_params = None
+    self.set_params(target_params, draft_params)
     self.eos_ids = tuple(sorted({int(e) for e in eos_ids}))
     sizes = [target_cfg.vocab_size] + ([draft_cfg.vocab_size] if draft_cfg else [])
     if vocab_size is None:
