@@ -13,34 +13,49 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import jax
 
 from specjax.checkpoint.orbax_io import load_checkpoint
+from specjax.errors import SpecjaxError
 from specjax.eval.forward import call_costs, floor_s, param_bytes
+from specjax.fileio import atomic_write_text
 from specjax.models.llama import init_params
 from specjax.models.presets import get_preset
 
 WIDTHS = (1, 2, 3, 5, 8, 16, 69)
 
 
-def main() -> None:
+def _csv_ints(text: str) -> list[int]:
+  try:
+    values = [int(v) for v in text.split(",")]
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a comma list of positive integers, got {text!r}") from None
+  if any(v < 1 for v in values):
+    raise argparse.ArgumentTypeError(f"expected a comma list of positive integers, got {text!r}")
+  return values
+
+
+def main() -> int:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--target", required=True, help="specjax checkpoint of the target")
   ap.add_argument("--draft", help="specjax checkpoint of a draft (default: random drafter-s)")
-  ap.add_argument("--batch", default="1,16", help="comma list of batch sizes")
-  ap.add_argument("--widths", default=",".join(map(str, WIDTHS)), help="comma list of new tokens per call")
+  ap.add_argument("--batch", type=_csv_ints, default=[1, 16], help="comma list of batch sizes")
+  ap.add_argument("--widths", type=_csv_ints, default=list(WIDTHS), help="comma list of new tokens per call")
   ap.add_argument("--fill", type=int, default=200, help="tokens already in the cache")
   ap.add_argument("--repeat", type=int, default=5)
   ap.add_argument("--scan", action="store_true", help="also time the scanned (training) layout of the target")
   ap.add_argument("--json", help="write the records here")
   a = ap.parse_args()
-  batches = [int(b) for b in a.batch.split(",")]
-  widths = [int(w) for w in a.widths.split(",")]
-
-  target = load_checkpoint(a.target)
-  if a.draft:
-    draft = load_checkpoint(a.draft)
+  batches, widths = a.batch, a.widths
+  try:
+    target = load_checkpoint(a.target)
+    draft = load_checkpoint(a.draft) if a.draft else None
+  except SpecjaxError as e:
+    print(f"bench_forward: error: {e}", file=sys.stderr)
+    return 2
+  if draft is not None:
     models = [("target", target.config, target.params), ("draft", draft.config, draft.params)]
   else:
     cfg = get_preset("drafter-s").replace(vocab_size=target.config.vocab_size)
@@ -64,9 +79,9 @@ def main() -> None:
           f"{name:<18} {B:>3} {T:>4} {s * 1e3:>9.1f} {floor * 1e3:>9.1f} {floor / s:>10.2f} {s / costs[widths[0]]:>6.2f}"
         )
   if a.json:
-    with open(a.json, "w") as f:
-      json.dump(records, f, indent=1)
+    atomic_write_text(a.json, json.dumps(records, indent=1) + "\n")
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  raise SystemExit(main())
