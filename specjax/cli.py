@@ -182,6 +182,36 @@ def _cmd_reduce_vocab(args: argparse.Namespace) -> int:
   return 0
 
 
+def _eagle_args(p: argparse.ArgumentParser) -> None:
+  p.add_argument("target", help="the target's specjax checkpoint")
+  p.add_argument("--layers", type=int, default=1, help="decoder layers of the draft (default 1, as EAGLE)")
+  p.add_argument("--map", default=None, help="a `specjax vocab-map` file: the head covers only its K tokens")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--out", required=True, help="new checkpoint folder (must not exist)")
+
+
+@_command(
+  "eagle-init",
+  "a fresh EAGLE-style draft for a target (reads its features; train it with `specjax distill`, decode --mode eagle)",
+  _eagle_args,
+)
+def _cmd_eagle_init(args: argparse.Namespace) -> int:
+  from specjax.checkpoint.orbax_io import load_checkpoint, load_tokenizer, save_checkpoint
+  from specjax.data.vocab_map import read_vocab_map
+  from specjax.models.eagle import from_target
+  from specjax.models.llama import count_params
+
+  head_ids = read_vocab_map(args.map) if args.map else None
+  target = load_checkpoint(args.target)
+  cfg, params = from_target(target.config, target.params, args.layers, head_ids, args.seed)
+  meta = {"source": "specjax eagle-init", "target": args.target, "vocab_map": args.map}
+  save_checkpoint(args.out, cfg, params, tokenizer=load_tokenizer(args.target), meta=meta)
+  print(
+    f"wrote {args.out}: eagle draft, {args.layers} layer(s), head {cfg.head_size} tokens, {count_params(params) / 1e6:.1f}M params"
+  )
+  return 0
+
+
 def _train_args(kind: str, example: str):
   def add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help=f"YAML file of a {kind} (e.g. {example})")

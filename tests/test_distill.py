@@ -178,3 +178,33 @@ def test_reduced_vocabulary_student_distils_and_keeps_its_map(pair, tmp_path):
   last = {k: v for r in records for k, v in r.items()}
   assert 0.0 < last["eval_expected_acceptance_full"] <= last["eval_expected_acceptance"] <= 1.0
   assert 1.0 <= last["spec_t1_block_efficiency"] <= cfg.spec_eval.gamma + 1
+
+
+def test_eagle_draft_distils_and_decodes(pair, tmp_path):
+  """eagle-init from the CLI, distillation on the target's features (teacher-forced first-proposal
+  acceptance rises, the feature loss falls), the spec eval in eagle mode, and its refusals."""
+  from specjax.decode.engine import Engine
+
+  vocab = tmp_path / "vocab.json"
+  assert main(["vocab-map", "--data", str(pair["data"]), "--size", "40", "--out", str(vocab)]) == 0
+  draft = tmp_path / "eagle0"
+  assert main(["eagle-init", str(pair["target"]), "--map", str(vocab), "--out", str(draft)]) == 0
+  out = tmp_path / "eagle"
+  overrides = ("steps=16", "optim.lr=1e-2", "optim.min_lr_ratio=1.0", "spec_eval.every=16", "eagle.feature_noise=0.05")
+  distill(_cfg(pair, f"student={draft}", *overrides), out)
+  records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+  assert records[-1]["expected_acceptance"] > records[0]["expected_acceptance"] + 0.2, (records[0], records[-1])
+  assert records[-1]["feature_loss"] < records[0]["feature_loss"]
+  assert 1.0 <= records[-1]["spec_t0_block_efficiency"] <= 5.0
+  final = load_checkpoint(out / "final")
+  assert final.config.kind == "eagle" and final.config.head_ids == tuple(json.loads(vocab.read_text())["ids"])
+  target = load_checkpoint(pair["target"])
+  run = Engine(target.config, target.params, final.config, final.params).run([[3, 4, 5]], "eagle", max_new_tokens=8)
+  assert (
+    run.rows[0].tokens == Engine(target.config, target.params).run([[3, 4, 5]], "ar", max_new_tokens=8).rows[0].tokens
+  )
+  with pytest.raises(SpecjaxError, match="cannot generate alone"):
+    distill(_cfg(pair, f"student={draft}", "on_policy.fraction=0.5"), tmp_path / "bad1")
+  with pytest.raises(SpecjaxError, match="only applies to an eagle draft"):
+    distill(_cfg(pair, "eagle.feature_weight=2.0"), tmp_path / "bad2")
+  assert not (tmp_path / "bad1").exists() and not (tmp_path / "bad2").exists()

@@ -114,6 +114,11 @@ def export_hf(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
   refuse_existing(out)
   loaded = load_checkpoint(ckpt)
   cfg = loaded.config
+  if cfg.kind != "decoder":
+    raise SpecjaxError(
+      f"{ckpt} is an {cfg.kind} draft: it reads a target's features and has no Hugging Face transformers class; "
+      "use it from specjax (`--mode eagle`)"
+    )
   tokenizer = load_tokenizer(ckpt) if (Path(ckpt) / "tokenizer.json").is_file() else None
   tensors = {k: jnp.asarray(v) for k, v in hf.params_to_hf(jax.device_get(loaded.params), cfg).items()}
   with atomic_dir(out) as tmp:

@@ -83,19 +83,26 @@ def forward(
   attn_mask: Bool[Array, "B T T"] | None = None,
   vocab_size: int | None = None,
   logits_at: Int[Array, "B N"] | None = None,
-) -> tuple[Float[Array, "B T V"], KVCache]:
+  features: Float[Array, "B T D"] | None = None,
+  return_features: bool = False,
+):
   """One model call; logits cut to the shared vocabulary (padded embedding rows are never chosen),
-  computed only at the token indices `logits_at` when given.
+  computed only at the token indices `logits_at` when given. Returns `(logits, cache)`, or with
+  `return_features` `(logits, cache, features [B, T, D])` (a target's final-normed hidden states, an
+  EAGLE draft's predicted ones); `features` is an EAGLE draft's input (`specjax.models.eagle`).
 
   A draft with a reduced vocabulary (`cfg.head_ids`) has its K logits spread over the full vocabulary
   with NEG_INF elsewhere, so every decoder and acceptance rule sees q = 0 outside the draft's vocabulary
   (greedy never proposes such a token; rejection sampling stays exact with q = 0 there).
   """
-  logits, cache = model_for(cfg).apply({"params": params}, tokens, positions, cache, attn_mask, logits_at)
-  logits = expand_logits(cfg, logits, vocab_size or cfg.vocab_size)
+  extra = {"features": features} if cfg.kind == "eagle" else {}
+  out = model_for(cfg).apply(
+    {"params": params}, tokens, positions, cache, attn_mask, logits_at, return_features=return_features, **extra
+  )
+  logits = expand_logits(cfg, out[0], vocab_size or cfg.vocab_size)
   if vocab_size is not None and vocab_size < logits.shape[-1]:
     logits = logits[..., :vocab_size]
-  return logits, cache
+  return (logits, *out[1:])
 
 
 def prefill(

@@ -164,6 +164,12 @@ class Engine:
       raise SpecjaxError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if m.needs_draft and self.draft_cfg is None:
       raise SpecjaxError(f"{mode} decoding needs a draft model (--draft CKPT)")
+    if m.needs_draft and self.draft_cfg.kind != m.draft_kind:
+      fits = [n for n in modes.names() if modes.get(n).needs_draft and modes.get(n).draft_kind == self.draft_cfg.kind]
+      raise SpecjaxError(
+        f"{mode} decoding needs a draft of kind {m.draft_kind!r}, but the draft is of kind "
+        f"{self.draft_cfg.kind!r}; with this draft use --mode {' or '.join(fits)}"
+      )
     if m.greedy_only and not sampling.greedy:
       raise SpecjaxError(f"{mode} decoding is greedy only; use temperature 0")
     if trace and not m.traced:

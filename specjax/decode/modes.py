@@ -20,7 +20,13 @@ from specjax.decode.common import DecodeSettings
 from specjax.errors import SpecjaxError
 
 KNOBS = ("gamma", "window", "tree", "ngram", "ngram_min", "draft_threshold")
-BUILTIN = ("autoregressive", "speculative", "jacobi", "lookup")  # modules of specjax.decode that register modes
+BUILTIN = (
+  "autoregressive",
+  "speculative",
+  "jacobi",
+  "lookup",
+  "eagle",
+)  # modules of specjax.decode that register modes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +41,8 @@ class Mode:
     lookahead: cache slots one round may write past the committed length, from the settings.
     configure: checks the mode's knob values (a dict) and returns them, completed; raises SpecjaxError.
     needs_draft: the mode runs a draft model.
+    draft_kind: the `ModelConfig.kind` that draft must be ("decoder", or "eagle" for a draft that reads
+      the target's features).
     greedy_only: the mode refuses temperature > 0.
     traced: the decoder records `DecodeResult.trace` when `DecodeSettings.trace` is set.
   """
@@ -46,6 +54,7 @@ class Mode:
   lookahead: Callable[[DecodeSettings], int]
   configure: Callable[[dict], dict] = lambda knobs: knobs
   needs_draft: bool = False
+  draft_kind: str = "decoder"
   greedy_only: bool = False
   traced: bool = False
 

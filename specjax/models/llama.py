@@ -52,9 +52,13 @@ FAMILY_FEATURES: dict[str, dict[str, bool]] = {
   "qwen3": {"qkv_bias": False, "qk_norm": True},
 }
 ROPE_TYPES = ("default", "linear", "llama3")
+# What a checkpoint is: a language model over tokens, or an EAGLE-style draft that reads a target's
+# final hidden states (`specjax.models.eagle`); both are configured by the same fields.
+KINDS = ("decoder", "eagle")
 # Fields added with the model families: `to_dict` writes them only where they differ from what their
 # absence means, so configs (and dataset fingerprints) of models written before them are unchanged.
 _FAMILY_FIELDS = (
+  "kind",
   "head_ids",
   "architecture",
   "qkv_bias",
@@ -114,6 +118,9 @@ class ModelConfig:
   # frequency-ranked), so logits are [..., K] and index i means token head_ids[i]; inputs keep the full
   # vocabulary. None: the head covers all vocab_size tokens. See `expand_logits` and `specjax.data.vocab_map`.
   head_ids: tuple[int, ...] | None = None
+  # One of KINDS. "eagle": an EAGLE-style draft (`specjax.models.eagle.EagleDraft`) with the target's
+  # hidden size; its inputs are tokens and the target's features, and its head is untied.
+  kind: str = "decoder"
 
   def __post_init__(self):
     for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads"):
@@ -146,6 +153,10 @@ class ModelConfig:
           f"leave {name} unset (it follows the architecture)"
         )
     self._check_rope()
+    if self.kind not in KINDS:
+      raise SpecjaxError(f"model config: unknown kind {self.kind!r}; supported: {', '.join(KINDS)}")
+    if self.kind == "eagle" and self.tie_embeddings:
+      raise SpecjaxError("model config: an eagle draft has an untied head (lm_head); set tie_embeddings=false")
     if self.head_ids is not None:
       ids = tuple(int(i) for i in self.head_ids)
       object.__setattr__(self, "head_ids", ids)
@@ -352,6 +363,57 @@ class Block(nn.Module):
     return x, layer_kv
 
 
+def decoder_layers(
+  cfg: ModelConfig,
+  x: Float[Array, "B T D"],
+  positions: Int[Array, "B T"],
+  cache: KVCache | None,
+  attn_mask: Bool[Array, "B T T"] | None,
+) -> tuple[Float[Array, "B T D"], KVCache | None]:
+  """The L decoder layers over hidden states `x`, called inside a parent module's compact `__call__`
+  (their parameters are the parent's `layers` when scanned, else `layers_0 ..`); see `Llama` for the
+  cache and mask conventions. Returns the last layer's output (before the final norm) and the cache."""
+  B, T = x.shape[:2]
+  cos, sin = rope_tables(positions, cfg)
+  if attn_mask is None:
+    attn_mask = jnp.broadcast_to(jnp.tril(jnp.ones((T, T), bool)), (B, T, T))
+  if cache is None:
+    mask, lengths, kv = attn_mask, None, None
+  else:
+    mask = kvc.attention_mask(cache.lengths, cache.size, attn_mask)
+    lengths, kv = cache.lengths, (cache.k, cache.v)
+
+  block = Block
+  if cfg.remat:
+    block = nn.remat(Block, prevent_cse=False)
+  if cfg.scan_layers:
+    stack = nn.scan(
+      block,
+      variable_axes={"params": 0},
+      split_rngs={"params": True},
+      in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+      length=cfg.num_layers,
+      metadata_params={nn.PARTITION_NAME: "layers"},
+    )(cfg, name="layers")
+    stacked = None if kv is None else (jnp.stack(kv[0]), jnp.stack(kv[1]))
+    x, stacked = stack(x, stacked, cos, sin, mask, lengths)
+    if kv is not None:
+      kv = (tuple(stacked[0]), tuple(stacked[1]))
+  else:
+    new_k, new_v = [], []
+    for i in range(cfg.num_layers):
+      layer_kv = None if kv is None else (kv[0][i], kv[1][i])
+      x, layer_kv = block(cfg, name=f"layers_{i}")(x, layer_kv, cos, sin, mask, lengths)
+      if kv is not None:
+        new_k.append(layer_kv[0])
+        new_v.append(layer_kv[1])
+    if kv is not None:
+      kv = (tuple(new_k), tuple(new_v))
+  if cache is not None:
+    cache = KVCache(k=kv[0], v=kv[1], lengths=cache.lengths + T)
+  return x, cache
+
+
 class Llama(nn.Module):
   """The decoder. See the module docstring for the calling convention."""
 
@@ -365,12 +427,13 @@ class Llama(nn.Module):
     cache: KVCache | None = None,
     attn_mask: Bool[Array, "B T T"] | None = None,
     logits_at: Int[Array, "B N"] | None = None,
-  ) -> tuple[Float[Array, "B T V"], KVCache | None]:
+    return_features: bool = False,
+  ):
     """`logits_at` [B, N]: compute logits only at these token indices (then [B, N, V]); a prefill needs
     them after each prompt's last token alone, and the head over every prompt position costs more than
-    the rest of the prefill."""
+    the rest of the prefill. `return_features`: also return the final-normed hidden states [B, T, D] of
+    every position (what an EAGLE-style draft reads), as `(logits, cache, features)`."""
     cfg = self.cfg
-    B, T = tokens.shape
     embed = nn.Embed(
       cfg.vocab_size,
       cfg.hidden_size,
@@ -381,46 +444,18 @@ class Llama(nn.Module):
     )
     x = embed(tokens)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
-    cos, sin = rope_tables(positions, cfg)
-
-    if attn_mask is None:
-      attn_mask = jnp.broadcast_to(jnp.tril(jnp.ones((T, T), bool)), (B, T, T))
-    if cache is None:
-      mask, lengths, kv = attn_mask, None, None
-    else:
-      mask = kvc.attention_mask(cache.lengths, cache.size, attn_mask)
-      lengths, kv = cache.lengths, (cache.k, cache.v)
-
-    block = Block
-    if cfg.remat:
-      block = nn.remat(Block, prevent_cse=False)
-    if cfg.scan_layers:
-      stack = nn.scan(
-        block,
-        variable_axes={"params": 0},
-        split_rngs={"params": True},
-        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
-        length=cfg.num_layers,
-        metadata_params={nn.PARTITION_NAME: "layers"},
-      )(cfg, name="layers")
-      stacked = None if kv is None else (jnp.stack(kv[0]), jnp.stack(kv[1]))
-      x, stacked = stack(x, stacked, cos, sin, mask, lengths)
-      if kv is not None:
-        kv = (tuple(stacked[0]), tuple(stacked[1]))
-    else:
-      new_k, new_v = [], []
-      for i in range(cfg.num_layers):
-        layer_kv = None if kv is None else (kv[0][i], kv[1][i])
-        x, layer_kv = block(cfg, name=f"layers_{i}")(x, layer_kv, cos, sin, mask, lengths)
-        if kv is not None:
-          new_k.append(layer_kv[0])
-          new_v.append(layer_kv[1])
-      if kv is not None:
-        kv = (tuple(new_k), tuple(new_v))
+    x, cache = decoder_layers(cfg, x, positions, cache, attn_mask)
+    norm = RMSNorm(cfg, name="norm")
+    features = norm(x) if return_features else None
+    h = x if features is None else features
     if logits_at is not None:
-      x = jnp.take_along_axis(x, logits_at[..., None], axis=1)
-    x = RMSNorm(cfg, name="norm")(x)
+      h = jnp.take_along_axis(h, logits_at[..., None], axis=1)
+    logits = self.head(embed, h if return_features else norm(h))
+    return (logits, cache, features) if return_features else (logits, cache)
 
+  def head(self, embed: nn.Embed, x: Float[Array, "B T D"]) -> Float[Array, "B T V"]:
+    """Logits (float32) of final-normed hidden states, tied or untied, full or reduced vocabulary."""
+    cfg = self.cfg
     if cfg.tie_embeddings and cfg.head_ids is not None:  # the tied head reads only the K kept rows
       rows = jnp.take(embed.embedding, jnp.asarray(cfg.head_ids, jnp.int32), axis=0).astype(cfg.compute_dtype)
       logits = jnp.einsum("btd,kd->btk", x.astype(cfg.compute_dtype), rows)
@@ -436,11 +471,7 @@ class Llama(nn.Module):
       logits = embed.attend(x.astype(cfg.compute_dtype))
     else:
       logits = _dense(cfg.head_size, ("embed", "vocab"), cfg, "lm_head")(x)
-    logits = logits.astype(jnp.float32)
-
-    if cache is not None:
-      cache = KVCache(k=kv[0], v=kv[1], lengths=cache.lengths + T)
-    return logits, cache
+    return logits.astype(jnp.float32)
 
 
 def decode_layout(cfg: ModelConfig, params: dict) -> tuple[ModelConfig, dict]:

@@ -67,6 +67,14 @@ class OnPolicyConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class EagleTrainConfig:
+  """Only for a student of kind "eagle" (`specjax eagle-init`)."""
+
+  feature_weight: float = 1.0  # weight of the smooth-L1 regression of the predicted next feature
+  feature_noise: float = 0.0  # U(-a, a) noise added to the target features the draft reads (EAGLE: 0.1)
+
+
+@dataclasses.dataclass(frozen=True)
 class DistillConfig(TrainerConfig):
   """TrainerConfig (steps, seed, optim, mesh, checkpoint, logging) plus the models, loss, data and hooks."""
 
@@ -79,6 +87,7 @@ class DistillConfig(TrainerConfig):
   data: DistillDataConfig = DistillDataConfig()
   spec_eval: SpecEvalConfig = SpecEvalConfig()
   on_policy: OnPolicyConfig = OnPolicyConfig()
+  eagle: EagleTrainConfig = EagleTrainConfig()
 
 
 def _require(value: str | None, name: str, hint: str) -> str:
@@ -95,10 +104,14 @@ def check_vocab(student_cfg, target_cfg, student_path: str, target_path: str) ->
     )
 
 
-def make_distill_loss(student_cfg, target_cfg, loss: str, options: dict):
+def make_distill_loss(student_cfg, target_cfg, loss: str, options: dict, eagle: EagleTrainConfig = EagleTrainConfig()):
   """`loss_fn(params, batch, rng, frozen)` for `specjax.train.step.make_train_step`.
 
   `frozen` = {"target": teacher params, "reference": AdaSPEC reference params (adaspec only)}.
+
+  An EAGLE student (kind "eagle") reads the teacher's features: its position t is the pair (f_t,
+  x_{t+1}) and it is scored against the teacher's distribution at t + 1 (the token after x_{t+1}),
+  plus `eagle.feature_weight` times the smooth-L1 distance of its predicted feature to f_{t+1}.
   """
   import jax
   import jax.numpy as jnp
@@ -110,11 +123,30 @@ def make_distill_loss(student_cfg, target_cfg, loss: str, options: dict):
   student, teacher = model_for(student_cfg), model_for(target_cfg)
   head_ids = student_cfg.head_ids  # reduced draft vocabulary: the teacher restricted to it, renormalised
   sampled = loss == "tvdpp" and options.get("norm") == "sampled"
+  is_eagle = student_cfg.kind == "eagle"
 
   def loss_fn(params, batch, rng, frozen):
     tokens, positions, mask = batch["tokens"], batch["positions"], batch["loss_mask"]
-    s_logits, _ = student.apply({"params": params}, tokens, positions)
-    t_logits, _ = teacher.apply({"params": frozen["target"]}, tokens, positions)
+    feature_loss = None
+    if is_eagle:
+      t_logits, _, feats = teacher.apply({"params": frozen["target"]}, tokens, positions, return_features=True)
+      feats = jax.lax.stop_gradient(feats)
+      inputs = feats[:, :-1]
+      if eagle.feature_noise:
+        rng, k_noise = jax.random.split(rng)
+        noise = jax.random.uniform(k_noise, inputs.shape, inputs.dtype, -eagle.feature_noise, eagle.feature_noise)
+        inputs = inputs + noise
+      s_logits, _, g = student.apply(
+        {"params": params}, tokens[:, 1:], positions[:, 1:], features=inputs, return_features=True
+      )
+      t_logits, mask = t_logits[:, 1:], mask[:, 1:]
+      m = mask.astype(jnp.float32)
+      err = jnp.abs(g.astype(jnp.float32) - feats[:, 1:].astype(jnp.float32))
+      smooth = jnp.where(err < 1.0, 0.5 * err * err, err - 0.5).mean(axis=-1)
+      feature_loss = jnp.sum(smooth * m) / jnp.maximum(jnp.sum(m), 1.0)
+    else:
+      s_logits, _ = student.apply({"params": params}, tokens, positions)
+      t_logits, _ = teacher.apply({"params": frozen["target"]}, tokens, positions)
     full = None
     if head_ids is not None:  # the true acceptance: sum over the K tokens of min(p, q), p over all tokens
       p_in = restrict_teacher(jax.nn.softmax(t_logits.astype(jnp.float32), axis=-1), head_ids)
@@ -130,6 +162,9 @@ def make_distill_loss(student_cfg, target_cfg, loss: str, options: dict):
     value, metrics = fn(s_logits, t_logits, mask, **extra)
     if full is not None:
       metrics = dict(metrics, expected_acceptance_full=full)
+    if feature_loss is not None:
+      value = value + eagle.feature_weight * feature_loss
+      metrics = dict(metrics, feature_loss=feature_loss)
     return value, dict(metrics, tokens=metrics["num_tokens"])
 
   return loss_fn
@@ -142,6 +177,7 @@ class SpecEval:
     from specjax.decode.engine import Engine
 
     self.cfg, self.prompts = cfg, prompts
+    self.mode = "eagle" if student_cfg.kind == "eagle" else "spec"
     self.engine = Engine(target_cfg, target_params, student_cfg, None, eos_ids=eos_ids)
 
   def __call__(self, params, step: int = 0) -> dict[str, float]:
@@ -155,7 +191,7 @@ class SpecEval:
     for t in self.cfg.temperatures:
       run = self.engine.run(
         self.prompts,
-        "spec",
+        self.mode,
         max_new_tokens=self.cfg.max_new_tokens,
         sampling=SamplingConfig(temperature=float(t)),
         gamma=self.cfg.gamma,
@@ -231,6 +267,16 @@ def distill(cfg: DistillConfig, out: str | Path, stop_at: int | None = None) -> 
   s_saved, _ = read_config(student_path)
   t_cfg, _ = read_config(target_path)
   check_vocab(s_saved, t_cfg, student_path, target_path)
+  if s_saved.kind == "eagle":
+    if s_saved.hidden_size != t_cfg.hidden_size:
+      raise SpecjaxError(
+        f"the eagle draft {student_path} reads features of width {s_saved.hidden_size} but the target {target_path} "
+        f"has hidden size {t_cfg.hidden_size}; build the draft for this target with `specjax eagle-init`"
+      )
+    if cfg.loss == "adaspec" or cfg.on_policy.fraction:
+      raise SpecjaxError("an eagle draft cannot generate alone: adaspec and on_policy are not available for it")
+  elif cfg.eagle != EagleTrainConfig():
+    raise SpecjaxError(f"the eagle section only applies to an eagle draft; {student_path} is a {s_saved.kind}")
   s_cfg = s_saved.replace(dtype=cfg.dtype, remat=False)
   t_cfg = t_cfg.replace(dtype=cfg.dtype, remat=False)
   ds, meta = load_distill_data(data_path)
@@ -256,9 +302,10 @@ def distill(cfg: DistillConfig, out: str | Path, stop_at: int | None = None) -> 
   tokenizer = load_tokenizer(target_path)
   eos_ids = tuple({int(e) for e in (tokenizer.eos_token_id, t_cfg.eos_token_id) if e is not None})
 
-  loss_fn = make_distill_loss(s_cfg, t_cfg, cfg.loss, options)
+  loss_fn = make_distill_loss(s_cfg, t_cfg, cfg.loss, options, cfg.eagle)
   trainer.set_objective(s_cfg, loss_fn, frozen=frozen, frozen_shardings=frozen_sh)
   keys = ("loss", "expected_acceptance") + (("expected_acceptance_full",) if s_cfg.head_ids else ())
+  keys += ("feature_loss",) if s_cfg.kind == "eagle" else ()
   trainer.add_eval(data.eval_batches(), keys=keys)
   if cfg.spec_eval.every >= 0 and cfg.spec_eval.prompts > 0:
     prompts = data.eval_prompts(cfg.spec_eval.prompts)

@@ -1,0 +1,133 @@
+"""EAGLE-style drafts: the model, greedy decoding equal to `ar`, each round's first proposal against a
+teacher-forced pass (the feature and cache bookkeeping), exact sampling, kind checks, checkpoints."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from decode_util import engine, model, prompts, tiny
+from test_decode_lookup import PROMPT, SAMPLES, V, chi2_pvalue, exact_distribution, sampled_counts
+
+from specjax.decode.sampling import SamplingConfig
+from specjax.errors import SpecjaxError
+from specjax.models.eagle import EagleDraft, from_target
+from specjax.models.llama import Llama, ModelConfig
+
+LENGTHS = (3, 9, 14, 5, 12)
+MAX_NEW = 21
+
+
+def eagle_pair(vocab: int = 16, head_ids=None, seed: int = 0):
+  target = model(tiny(vocab_size=vocab, init=1.0), seed)
+  return target, from_target(*target, num_layers=1, head_ids=head_ids, seed=seed + 1)
+
+
+def test_eagle_config_and_shapes():
+  (t_cfg, t_params), (cfg, params) = eagle_pair(head_ids=range(0, 16, 2))
+  assert cfg.kind == "eagle" and not cfg.tie_embeddings and cfg.head_size == 8
+  assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+  assert "kind" not in t_cfg.to_dict()  # a plain model's config is unchanged by the new field
+  head = t_params["embed_tokens"]["embedding"].T if t_cfg.tie_embeddings else t_params["lm_head"]["kernel"]
+  np.testing.assert_array_equal(params["lm_head"]["kernel"], np.asarray(head)[:, ::2])
+  tokens = jnp.ones((2, 5), jnp.int32)
+  pos = jnp.broadcast_to(jnp.arange(5), (2, 5))
+  logits, _, g = EagleDraft(cfg).apply(
+    {"params": params}, tokens, pos, features=jnp.ones((2, 5, 64)), return_features=True
+  )
+  assert logits.shape == (2, 5, 8) and g.shape == (2, 5, 64)
+  with pytest.raises(SpecjaxError, match="features must be"):
+    EagleDraft(cfg).apply({"params": params}, tokens, pos, features=jnp.ones((2, 4, 64)))
+  with pytest.raises(SpecjaxError, match="untied head"):
+    cfg.replace(tie_embeddings=True)
+  with pytest.raises(SpecjaxError, match="unknown kind"):
+    cfg.replace(kind="medusa")
+  with pytest.raises(SpecjaxError, match="from another draft"):
+    from_target(cfg, params)
+
+
+@pytest.fixture(scope="module", params=[None, tuple(range(0, 16, 2))], ids=["full-head", "reduced-head"])
+def pair(request):
+  return eagle_pair(head_ids=request.param)
+
+
+@pytest.fixture(scope="module")
+def reference(pair):
+  target, _ = pair
+  return engine(target).run(prompts(LENGTHS, vocab=16), "ar", max_new_tokens=MAX_NEW, batch_size=len(LENGTHS))
+
+
+@pytest.mark.parametrize("gamma", [1, 3])
+def test_greedy_eagle_equals_autoregressive(pair, reference, gamma):
+  run = engine(*pair).run(prompts(LENGTHS, vocab=16), "eagle", max_new_tokens=MAX_NEW, gamma=gamma, batch_size=4)
+  assert [r.tokens for r in run.rows] == [r.tokens for r in reference.rows]
+  assert run.metrics["draft_calls"] == gamma * run.metrics["target_calls"]
+
+
+def test_first_proposals_match_a_teacher_forced_pass(pair, reference):
+  """gamma 1: each round proposes the draft's argmax at `cur` over pairs built from true target features
+  only, so the accepted counts follow from one teacher-forced pass of both models over the answer."""
+  (t_cfg, t_params), (d_cfg, d_params) = pair
+  run = engine(*pair).run(prompts(LENGTHS, vocab=16), "eagle", max_new_tokens=MAX_NEW, gamma=1, batch_size=3)
+  expected_total = 0
+  for prompt, row, got in zip(prompts(LENGTHS, vocab=16), reference.rows, run.rows, strict=True):
+    seq = jnp.asarray([prompt + list(row.tokens)])
+    T = seq.shape[1]
+    pos = jnp.arange(T)[None]
+    _, _, f = Llama(t_cfg).apply({"params": t_params}, seq, pos, return_features=True)
+    d_logits, _ = EagleDraft(d_cfg).apply({"params": d_params}, seq[:, 1:], pos[:, 1:], features=f[:, :-1])
+    ids = np.arange(16) if d_cfg.head_ids is None else np.asarray(d_cfg.head_ids)
+    proposal = ids[np.asarray(jnp.argmax(d_logits[0], axis=-1))]  # proposal[i]: guess for seq[i + 2]
+    P, emitted, accepted = len(prompt), 1, 0
+    while emitted < MAX_NEW:
+      c = P + emitted - 1  # index of `cur`
+      if proposal[c - 1] == int(seq[0, c + 1]):  # accepted: it is the round's first emitted token
+        accepted += 1
+        emitted += min(2, MAX_NEW - emitted)
+      else:
+        emitted += 1
+    assert got.metrics["accepted_tokens"] == accepted, (prompt, got.metrics)
+    expected_total += accepted
+  assert expected_total > 0  # the check saw accepted proposals, not only rejections
+
+
+@pytest.mark.parametrize("gamma", [1, 2])
+def test_eagle_sampling_is_exact(gamma):
+  target = model(tiny(vocab_size=V, init=1.0), 10)
+  draft = from_target(*target, num_layers=1, seed=3)
+  s = SamplingConfig(temperature=1.0)
+  new = gamma + 2  # the first round's tokens (bonus included) after the prefill's token
+  run = engine(target, draft).run(
+    [PROMPT] * SAMPLES, "eagle", max_new_tokens=new, sampling=s, gamma=gamma, batch_size=2000
+  )
+  rows = [r.metrics for r in run.rows]
+  assert any(m["accepted_tokens"] == 0 for m in rows)  # rejections: residual draws
+  assert any(m["target_calls"] == 1 and m["accepted_tokens"] == gamma for m in rows)  # bonus draws
+  assert chi2_pvalue(sampled_counts(run, new), exact_distribution(*target, s, new)) > 1e-3
+
+
+def test_kinds_are_checked():
+  target, draft = eagle_pair()
+  eng = engine(target, draft)
+  with pytest.raises(SpecjaxError, match="--mode eagle"):
+    eng.run([[1, 2]], "spec", max_new_tokens=4)
+  plain = engine(target, target)
+  with pytest.raises(SpecjaxError, match="kind 'eagle'"):
+    plain.run([[1, 2]], "eagle", max_new_tokens=4)
+  with pytest.raises(SpecjaxError, match="reduced head"):
+    from_target(target[0].replace(head_ids=(1, 2)), target[1])
+
+
+def test_eagle_checkpoint_round_trip_and_export_refused(tmp_path):
+  from specjax.checkpoint.convert import export_hf
+  from specjax.checkpoint.orbax_io import load_checkpoint, save_checkpoint
+
+  _, (cfg, params) = eagle_pair(head_ids=(0, 3, 5))
+  save_checkpoint(tmp_path / "eagle", cfg, params)
+  back = load_checkpoint(tmp_path / "eagle")
+  assert back.config == cfg
+  jax.tree.map(np.testing.assert_array_equal, back.params, params)
+  with pytest.raises(SpecjaxError, match="eagle"):
+    export_hf(tmp_path / "eagle", tmp_path / "hf")
+  assert not (tmp_path / "hf").exists()
