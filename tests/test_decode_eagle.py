@@ -131,3 +131,49 @@ def test_eagle_checkpoint_round_trip_and_export_refused(tmp_path):
   with pytest.raises(SpecjaxError, match="eagle"):
     export_hf(tmp_path / "eagle", tmp_path / "hf")
   assert not (tmp_path / "hf").exists()
+
+
+def test_unrolled_training_call_matches_decoding_steps():
+  """Block j of the unrolled training call (`unrolled_mask`) computes what decode step j + 1 computes
+  from a cache of true pairs and the draft's own earlier predictions."""
+  from specjax.models.eagle import unrolled_mask
+
+  _, (cfg, params) = eagle_pair()
+  model = EagleDraft(cfg)
+  T, J, D = 6, 3, cfg.hidden_size
+  rng = np.random.default_rng(0)
+  toks = jnp.asarray(rng.integers(0, 16, (1, T + J)))
+  feats = jnp.asarray(rng.normal(size=(1, T + J, D)), jnp.float32)
+  # unrolled: step j at index t reads x_{t+j+1} at position t+j+1
+  ids = jnp.concatenate([toks[:, j + 1 : j + 1 + T] for j in range(J)], axis=1)
+  pos = jnp.concatenate([jnp.arange(j + 1, j + 1 + T)[None] for j in range(J)], axis=1)
+  ins = feats[:, :T]
+  for j in range(J):
+    n = (j + 1) * T
+    mask = jnp.asarray(unrolled_mask(T, J))[None, :n, :n]
+    logits, _, g = model.apply(
+      {"params": params}, ids[:, :n], pos[:, :n], attn_mask=mask, features=ins, return_features=True
+    )
+    ins = jnp.concatenate([ins, g[:, j * T :]], axis=1)
+  # decoding, for the round whose cur is pair t = 3: a cache of true pairs 0..3, then steps with own features
+  t = 3
+  cache = cfg.init_cache(1, 16)
+  out, cache, g_step = model.apply(
+    {"params": params},
+    toks[:, 1 : t + 2],
+    jnp.arange(1, t + 2)[None],
+    cache,
+    features=feats[:, : t + 1],
+    return_features=True,
+  )
+  g_prev = g_step[:, -1:]
+  for j in range(1, J):
+    out, cache, g_prev = model.apply(
+      {"params": params},
+      toks[:, t + j + 1 : t + j + 2],
+      jnp.asarray([[t + j + 1]]),
+      cache,
+      features=g_prev,
+      return_features=True,
+    )
+    np.testing.assert_allclose(out[0, 0], logits[0, j * T + t], rtol=1e-4, atol=1e-4)

@@ -113,3 +113,20 @@ def from_target(
   params["norm"] = {"scale": jnp.asarray(target_params["norm"]["scale"], cfg.weight_dtype)}
   params["lm_head"] = {"kernel": jnp.asarray(head, cfg.weight_dtype)}
   return cfg, params
+
+
+def unrolled_mask(T: int, steps: int) -> np.ndarray:
+  """The attention mask [J*T, J*T] of a training call that unrolls J = `steps` draft steps at once
+  (EAGLE-3's training-time test): block j (0-based) holds, at index t, the pair the draft builds at
+  decode step j + 1 of a round whose `cur` is pair t of block 0. Like the decode cache, its query sees
+  block 0's pairs 0..t (true features) and the pairs of blocks 1..j at the same index t (its own
+  predictions of this round)."""
+  causal = np.tril(np.ones((T, T), bool))
+  same = np.eye(T, dtype=bool)
+  mask = np.zeros((steps * T, steps * T), bool)
+  for j in range(steps):
+    rows = slice(j * T, (j + 1) * T)
+    mask[rows, :T] = causal
+    for i in range(1, j + 1):
+      mask[rows, i * T : (i + 1) * T] = same
+  return mask

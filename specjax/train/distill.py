@@ -72,6 +72,7 @@ class EagleTrainConfig:
 
   feature_weight: float = 1.0  # weight of the smooth-L1 regression of the predicted next feature
   feature_noise: float = 0.0  # U(-a, a) noise added to the target features the draft reads (EAGLE: 0.1)
+  steps: int = 1  # draft steps unrolled per position (training-time test): step j reads step j-1's prediction
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,23 +126,44 @@ def make_distill_loss(student_cfg, target_cfg, loss: str, options: dict, eagle: 
   sampled = loss == "tvdpp" and options.get("norm") == "sampled"
   is_eagle = student_cfg.kind == "eagle"
 
+  def _eagle_unrolled(params, tokens, positions, mask, t_logits, feats, rng):
+    """The draft's J = eagle.steps unrolled steps in one call (`specjax.models.eagle.unrolled_mask`):
+    step j (0-based) at index t reads (step j-1's predicted feature, or f_t for j = 0, x_{t+j+1}) and is
+    scored against the teacher at t+j+1. Returns student logits, predicted features and the matching
+    teacher logits, true features and loss mask, steps concatenated along the length axis."""
+    from specjax.models.eagle import unrolled_mask
+
+    J, T = eagle.steps, tokens.shape[1] - eagle.steps
+    feats = jax.lax.stop_gradient(feats)
+    inputs = feats[:, :T]
+    if eagle.feature_noise:
+      noise = jax.random.uniform(
+        jax.random.fold_in(rng, 1), inputs.shape, inputs.dtype, -eagle.feature_noise, eagle.feature_noise
+      )
+      inputs = inputs + noise
+    attn = jnp.asarray(unrolled_mask(T, J))
+    toks = jnp.concatenate([tokens[:, j + 1 : j + 1 + T] for j in range(J)], axis=1)
+    pos = jnp.concatenate([positions[:, j + 1 : j + 1 + T] for j in range(J)], axis=1)
+    ins = inputs
+    for j in range(J):  # call j computes steps 0..j; its last block gives the next step's input features
+      n = (j + 1) * T
+      mask_j = jnp.broadcast_to(attn[:n, :n], (tokens.shape[0], n, n))
+      s_logits, _, g = student.apply(
+        {"params": params}, toks[:, :n], pos[:, :n], attn_mask=mask_j, features=ins, return_features=True
+      )
+      if j + 1 < J:
+        ins = jnp.concatenate([ins, jax.lax.stop_gradient(g[:, j * T :])], axis=1)
+    pick = lambda x: jnp.concatenate([x[:, j + 1 : j + 1 + T] for j in range(J)], axis=1)  # noqa: E731
+    return s_logits, g, pick(t_logits), pick(feats), pick(mask)
+
   def loss_fn(params, batch, rng, frozen):
     tokens, positions, mask = batch["tokens"], batch["positions"], batch["loss_mask"]
     feature_loss = None
     if is_eagle:
       t_logits, _, feats = teacher.apply({"params": frozen["target"]}, tokens, positions, return_features=True)
-      feats = jax.lax.stop_gradient(feats)
-      inputs = feats[:, :-1]
-      if eagle.feature_noise:
-        rng, k_noise = jax.random.split(rng)
-        noise = jax.random.uniform(k_noise, inputs.shape, inputs.dtype, -eagle.feature_noise, eagle.feature_noise)
-        inputs = inputs + noise
-      s_logits, _, g = student.apply(
-        {"params": params}, tokens[:, 1:], positions[:, 1:], features=inputs, return_features=True
-      )
-      t_logits, mask = t_logits[:, 1:], mask[:, 1:]
+      s_logits, g, t_logits, feats, mask = _eagle_unrolled(params, tokens, positions, mask, t_logits, feats, rng)
       m = mask.astype(jnp.float32)
-      err = jnp.abs(g.astype(jnp.float32) - feats[:, 1:].astype(jnp.float32))
+      err = jnp.abs(g.astype(jnp.float32) - feats.astype(jnp.float32))
       smooth = jnp.where(err < 1.0, 0.5 * err * err, err - 0.5).mean(axis=-1)
       feature_loss = jnp.sum(smooth * m) / jnp.maximum(jnp.sum(m), 1.0)
     else:
@@ -165,6 +187,15 @@ def make_distill_loss(student_cfg, target_cfg, loss: str, options: dict, eagle: 
     if feature_loss is not None:
       value = value + eagle.feature_weight * feature_loss
       metrics = dict(metrics, feature_loss=feature_loss)
+      if eagle.steps > 1:  # teacher-forced acceptance of each unrolled step (step 1 reads true features)
+        both = jnp.minimum(jax.nn.softmax(s_logits.astype(jnp.float32), -1), jax.nn.softmax(t_logits, -1)).sum(-1)
+        m = mask.astype(jnp.float32)
+        T = mask.shape[1] // eagle.steps
+        for j in range(eagle.steps):
+          mj = m[:, j * T : (j + 1) * T]
+          metrics[f"expected_acceptance_step{j + 1}"] = jnp.sum(both[:, j * T : (j + 1) * T] * mj) / jnp.maximum(
+            jnp.sum(mj), 1.0
+          )
     return value, dict(metrics, tokens=metrics["num_tokens"])
 
   return loss_fn
@@ -275,6 +306,8 @@ def distill(cfg: DistillConfig, out: str | Path, stop_at: int | None = None) -> 
       )
     if cfg.loss == "adaspec" or cfg.on_policy.fraction:
       raise SpecjaxError("an eagle draft cannot generate alone: adaspec and on_policy are not available for it")
+    if not 1 <= cfg.eagle.steps < cfg.data.seq_len // 2:
+      raise SpecjaxError(f"eagle.steps must be in 1..{cfg.data.seq_len // 2 - 1}, got {cfg.eagle.steps}")
   elif cfg.eagle != EagleTrainConfig():
     raise SpecjaxError(f"the eagle section only applies to an eagle draft; {student_path} is a {s_saved.kind}")
   s_cfg = s_saved.replace(dtype=cfg.dtype, remat=False)
@@ -305,7 +338,10 @@ def distill(cfg: DistillConfig, out: str | Path, stop_at: int | None = None) -> 
   loss_fn = make_distill_loss(s_cfg, t_cfg, cfg.loss, options, cfg.eagle)
   trainer.set_objective(s_cfg, loss_fn, frozen=frozen, frozen_shardings=frozen_sh)
   keys = ("loss", "expected_acceptance") + (("expected_acceptance_full",) if s_cfg.head_ids else ())
-  keys += ("feature_loss",) if s_cfg.kind == "eagle" else ()
+  if s_cfg.kind == "eagle":
+    keys += ("feature_loss",) + tuple(
+      f"expected_acceptance_step{j + 1}" for j in range(cfg.eagle.steps if cfg.eagle.steps > 1 else 0)
+    )
   trainer.add_eval(data.eval_batches(), keys=keys)
   if cfg.spec_eval.every >= 0 and cfg.spec_eval.prompts > 0:
     prompts = data.eval_prompts(cfg.spec_eval.prompts)
