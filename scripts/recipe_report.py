@@ -80,17 +80,19 @@ def report(out: Path) -> None:
         )
       }
     )
+  mode = next((r["mode"] for r in rows if r["mode"] != "ar"), "spec")  # spec, or eagle (DRAFTER=eagle)
   best = {}
   for t in sorted({r["temperature"] for r in rows}):
-    spec = [r for r in rows if r["mode"] == "spec" and r["temperature"] == t]
+    spec = [r for r in rows if r["mode"] == mode and r["temperature"] == t]
     if spec:
       b = max(spec, key=lambda r: r["tokens_per_s"] or 0)
       best[f"T{t:g}"] = {"gamma": b["gamma"], "speedup_vs_ar": b["speedup_vs_ar"], "tau": b["block_efficiency"]}
-  g4 = {f"T{r['temperature']:g}": r for r in rows if r["mode"] == "spec" and r["gamma"] == 4}
+  g4 = {f"T{r['temperature']:g}": r for r in rows if r["mode"] == mode and r["gamma"] == 4}
   summary = {
     "greedy_gamma4_block_efficiency": g4.get("T0", {}).get("block_efficiency"),
     "greedy_gamma4_speedup_vs_ar": g4.get("T0", {}).get("speedup_vs_ar"),
     "t1_gamma4_block_efficiency": g4.get("T1", {}).get("block_efficiency"),
+    "mode": mode,
     "best_spec": best,
     "c": cost.get("c"),
     "c_verify": cost.get("c_verify"),
@@ -108,7 +110,7 @@ def report(out: Path) -> None:
   temps = sorted({r["temperature"] for r in rows})
   fig, axes = plt.subplots(1, 2, figsize=(10, 4))
   for t in temps:
-    spec = sorted((r for r in rows if r["mode"] == "spec" and r["temperature"] == t), key=lambda r: r["gamma"])
+    spec = sorted((r for r in rows if r["mode"] == mode and r["temperature"] == t), key=lambda r: r["gamma"])
     g = [r["gamma"] for r in spec]
     axes[0].plot(g, [r["block_efficiency"] for r in spec], "o-", label=f"T={t:g}")
     axes[1].plot(g, [r["acceptance_rate"] for r in spec], "o-", label=f"T={t:g}")
@@ -123,8 +125,8 @@ def report(out: Path) -> None:
 
   fig, ax = plt.subplots(figsize=(6, 4))
   for t in temps:
-    spec = sorted((r for r in rows if r["mode"] == "spec" and r["temperature"] == t), key=lambda r: r["gamma"])
-    line = ax.plot([r["gamma"] for r in spec], [r["tokens_per_s"] for r in spec], "o-", label=f"spec T={t:g}")
+    spec = sorted((r for r in rows if r["mode"] == mode and r["temperature"] == t), key=lambda r: r["gamma"])
+    line = ax.plot([r["gamma"] for r in spec], [r["tokens_per_s"] for r in spec], "o-", label=f"{mode} T={t:g}")
     ar = [r for r in rows if r["mode"] == "ar" and r["temperature"] == t]
     if ar:
       ax.axhline(ar[0]["tokens_per_s"], ls="--", color=line[0].get_color(), label=f"ar T={t:g}")

@@ -13,6 +13,9 @@
 # Writes OUT/drafter (the final drafter, a specjax checkpoint), OUT/report.json and OUT/*.png.
 # Every stage is skipped when its output exists, so a rerun resumes (training runs resume from checkpoints).
 # Knobs (environment): PY (python), BUDGET, K (draft vocabulary size), and the per-stage numbers below.
+# DRAFTER=eagle trains an EAGLE-style draft instead (`specjax eagle-init`: one layer over the target's
+# features, the same reduced head), distilled for EAGLE_STEPS steps with eagle.steps=3 unrolled draft
+# steps, and benches `--mode eagle`; use a fresh OUT (or keep the target and data and remove the rest).
 set -euo pipefail
 OUT=${1:?usage: reproduce_smollm2.sh OUT}
 PY=${PY:-python}
@@ -30,6 +33,12 @@ else
   echo "BUDGET must be short or full, got $BUDGET" >&2
   exit 2
 fi
+DRAFTER=${DRAFTER:-independent}
+case "$DRAFTER" in
+  independent) MODE=spec ;;
+  eagle) MODE=eagle; EAGLE_STEPS=${EAGLE_STEPS:-$([ "$BUDGET" = short ] && echo 100 || echo 600)} ;;
+  *) echo "DRAFTER must be independent or eagle, got $DRAFTER" >&2; exit 2 ;;
+esac
 K=${K:-8192}
 BENCH_NEW=${BENCH_NEW:-64}
 mkdir -p "$OUT"
@@ -45,24 +54,35 @@ stage "2/7 the target answers $SAMPLES training prompts (from $PROMPTS)"
 stage "3/7 the draft vocabulary: the target's $K most frequent generated tokens"
 [ -f "$OUT/vocab.json" ] || $SJ vocab-map --data "$OUT/data" --size "$K" --out "$OUT/vocab.json"
 
-stage "4/7 pretrain the drafter on the target's answers (reduced head, $PRE_STEPS steps)"
-[ -d "$OUT/pre/final" ] || $SJ pretrain --config configs/pretrain/drafter-s.yaml --out "$OUT/pre" --steps "$PRE_STEPS" \
-  tokenizer="$OUT/target" model.head_ids_from="$OUT/vocab.json" data.source="$OUT/data" data.prompt_field=prompt \
-  data.response_field=response data.batch_size="$PRE_B" data.seq_len=192 data.eval_fraction=0.03 data.eval_batches=2 \
-  optim.lr=2e-3 optim.warmup_steps=30 optim.z_loss=0 checkpoint.every=50 logging.eval_every=100
+if [ "$DRAFTER" = eagle ]; then
+  stage "4/7 an EAGLE-style draft for the target (one layer over its features, reduced head)"
+  [ -d "$OUT/eagle0" ] || $SJ eagle-init "$OUT/target" --map "$OUT/vocab.json" --out "$OUT/eagle0"
 
-stage "5/7 distil against the target (FKL on the draft vocabulary, $KD_STEPS steps)"
-[ -d "$OUT/kd/final" ] || $SJ distill --config configs/distill/fkl.yaml --out "$OUT/kd" --steps "$KD_STEPS" \
-  target="$OUT/target" student="$OUT/pre/final" data.path="$OUT/data" data.seq_len=192 data.batch_size="$KD_B" \
-  data.eval_examples=16 data.eval_batches=1 optim.lr=5e-4 optim.warmup_steps=5 checkpoint.every=10 \
-  logging.eval_every=0 spec_eval.every=-1
+  stage "5/7 distil it on the target's features (FKL + feature regression, 3 unrolled steps, $EAGLE_STEPS steps)"
+  [ -d "$OUT/kd/final" ] || $SJ distill --config configs/distill/fkl.yaml --out "$OUT/kd" --steps "$EAGLE_STEPS" \
+    target="$OUT/target" student="$OUT/eagle0" data.path="$OUT/data" data.seq_len=256 data.batch_size=8 \
+    data.eval_examples=16 data.eval_batches=1 optim.lr=1e-3 optim.warmup_steps=5 checkpoint.every=25 \
+    logging.eval_every=0 spec_eval.every=-1 eagle.steps=3
+else
+  stage "4/7 pretrain the drafter on the target's answers (reduced head, $PRE_STEPS steps)"
+  [ -d "$OUT/pre/final" ] || $SJ pretrain --config configs/pretrain/drafter-s.yaml --out "$OUT/pre" --steps "$PRE_STEPS" \
+    tokenizer="$OUT/target" model.head_ids_from="$OUT/vocab.json" data.source="$OUT/data" data.prompt_field=prompt \
+    data.response_field=response data.batch_size="$PRE_B" data.seq_len=192 data.eval_fraction=0.03 data.eval_batches=2 \
+    optim.lr=2e-3 optim.warmup_steps=30 optim.z_loss=0 checkpoint.every=50 logging.eval_every=100
+
+  stage "5/7 distil against the target (FKL on the draft vocabulary, $KD_STEPS steps)"
+  [ -d "$OUT/kd/final" ] || $SJ distill --config configs/distill/fkl.yaml --out "$OUT/kd" --steps "$KD_STEPS" \
+    target="$OUT/target" student="$OUT/pre/final" data.path="$OUT/data" data.seq_len=192 data.batch_size="$KD_B" \
+    data.eval_examples=16 data.eval_batches=1 optim.lr=5e-4 optim.warmup_steps=5 checkpoint.every=10 \
+    logging.eval_every=0 spec_eval.every=-1
+fi
 [ -d "$OUT/drafter" ] || cp -r "$OUT/kd/final" "$OUT/drafter"
 
 stage "6/7 call costs: drafter vs target"
 [ -f "$OUT/costs.json" ] || $PY scripts/recipe_report.py costs "$OUT"
 
-stage "7/7 bench on held-out MT-Bench prompts: ar vs spec, gamma 1..6, greedy and T=1"
+stage "7/7 bench on held-out MT-Bench prompts: ar vs $MODE, gamma 1..6, greedy and T=1"
 [ -f "$OUT/bench.json" ] || $SJ bench --target "$OUT/target" --draft "$OUT/drafter" --prompts mt-bench \
-  --limit "$BENCH_PROMPTS" --chat --modes ar,spec --gamma 1,2,3,4,5,6 --temperature 0,1 \
+  --limit "$BENCH_PROMPTS" --chat --modes "ar,$MODE" --gamma 1,2,3,4,5,6 --temperature 0,1 \
   --max-new-tokens "$BENCH_NEW" --no-overhead --out "$OUT/bench.json" --plot "$OUT/bench.png"
 $PY scripts/recipe_report.py report "$OUT"

@@ -50,14 +50,20 @@ def test_threshold_replay():
   n = np.array([[3, 0, 2], [1, 3, 0]])
   active = np.array([[True, True, True], [True, True, False]])
   trace = {"conf": conf, "n": n, "active": active}
-  # threshold 0.3: k = [[2, 1, 3], [3, 3, -]]; tokens = min(n, k) + 1 = [[3, 1, 3], [2, 4]]
-  tokens, calls = threshold_round([trace], 3, 0.3)
-  assert tokens == pytest.approx(np.mean([3, 1, 3, 2, 4]))
-  assert calls == pytest.approx(np.mean([3, 3, 3]))  # the batch drafts as long as its longest row
-  tokens, calls = threshold_round([trace], 2, 0.95)  # every confidence below: k = 1
-  assert tokens == pytest.approx(np.mean([2, 1, 2, 2, 2])) and calls == 1.0
-  tokens, calls = threshold_round([trace], 2, 0.0)  # never below: the fixed length
-  assert tokens == pytest.approx(np.mean([3, 1, 3, 2, 3])) and calls == 2.0
+  # Draft calls cost 1 (the first) and 10 (each one-token call); a verification of width w costs 100 w.
+  costs = Costs(target={w: 100.0 * w for w in range(1, 5)}, draft={1: 10.0, 2: 1.0})
+  # threshold 0.3: k = [[1, 0, 3], [3, 3, -]]; tokens = min(n, k) + 1 = [[2, 1, 3], [2, 4]]
+  tokens, seconds = threshold_round([trace], 3, 0.3, costs)
+  assert tokens == pytest.approx(np.mean([2, 1, 3, 2, 4]))
+  # per iteration: calls = max_b min(k + 1, 3) = [3, 3, 3], widths = max_b k + 1 = [4, 4, 4]
+  assert seconds == pytest.approx(1 + 2 * 10 + 400)
+  tokens, seconds = threshold_round([trace], 2, 0.95, costs)  # every confidence below: k = 0, plain steps
+  assert tokens == 1.0 and seconds == pytest.approx(1 + 100)
+  tokens, seconds = threshold_round([trace], 2, 0.0, costs)  # never below: the fixed length
+  assert tokens == pytest.approx(np.mean([3, 1, 3, 2, 3])) and seconds == pytest.approx(1 + 10 + 300)
+  tokens, seconds = threshold_round([trace], 3, 0.6, costs)  # k = [[1, 0, 3], [2, 0, -]]: widths [3, 1, 4]
+  assert tokens == pytest.approx(np.mean([2, 1, 3, 2, 1]))
+  assert seconds == pytest.approx(np.mean([1 + 20 + 300, 1 + 0 + 100, 1 + 20 + 400]))
 
 
 def test_tree_replay_and_pruning():

@@ -11,13 +11,15 @@ Each round of the `lax.while_loop`, for every row at once:
    row, k = the row's own draft length; the row emits y_1..y_n and one more token (residual or bonus);
 4. both caches are rolled back by length to the row's new committed length.
 
-Dynamic draft length (`draft_threshold`): a row stops drafting after a token whose draft confidence
-(`sampling.confidence`: the top probability of the processed draft distribution) is below the
-threshold; that token is still proposed (its draft call was already made), so 1 <= k <= G. The inner
-loop ends as soon as no active row is drafting, so a round costs 1 + max_b(k_b - 1) draft calls. The
-verification call keeps its fixed width G+1; positions past k are masked out of acceptance and the
-residual / bonus distribution is that of a round of length k, so sampling stays exact (the stopping
-rule depends only on the draft's side of the round).
+Dynamic draft length (`draft_threshold`): a row proposes only its leading draft tokens whose confidence
+(`sampling.confidence`: the top probability of the processed draft distribution) is at least the
+threshold, so 0 <= k <= G; it stops drafting at the first token below it (that token's draft call was
+made, but it is not proposed). The inner loop ends as soon as no active row is drafting, so a round
+costs 1 + max_b min(k_b, G - 1) draft calls, and the verification call is only as wide as the round
+needs: max_b k_b + 1 positions (`lax.switch` over the G + 1 widths, each compiled once), down to a
+plain one-token decoding step when no row is confident. Sampling stays exact: k depends only on the
+draft's side of the round, positions past k count as rejected, and the residual / bonus distribution is
+that of a round of length k (k = 0 is an ordinary sample from the target).
 
 Lookup hybrid (`spec-lookup`): a row whose context contains an earlier occurrence of its last tokens
 (`specjax.decode.lookup.lookup`) proposes that occurrence's continuation (G tokens, a point-mass
@@ -67,7 +69,7 @@ class _State:
 @struct.dataclass
 class Draft:
   """One round's proposals: tokens [B, G], the processed draft distributions q [B, G, V] (None when
-  greedy), each row's draft length k [B] (1..G; 0 = no proposal), each position's confidence [B, G]
+  greedy), each row's draft length k [B] (0..G; 0 = no proposal), each position's confidence [B, G]
   (None unless needed), and the number of draft calls made (the same for every row)."""
 
   tokens: Array
@@ -122,14 +124,14 @@ def draft(
   tokens = jnp.zeros((B, G), jnp.int32).at[:, 0].set(y)
   q = None if greedy else jnp.zeros((B, G, q1.shape[-1]), jnp.float32).at[:, 0].set(q1)
   conf = None if c1 is None else jnp.zeros((B, G), jnp.float32).at[:, 0].set(c1)
-  drafting = jnp.ones((B,), bool) if skip is None else ~skip
-  k = drafting.astype(jnp.int32)
-  drafting = drafting & active
 
   def confident(c):
     return jnp.ones((B,), bool) if s.draft_threshold is None else c >= s.draft_threshold
 
-  drafting = drafting & confident(c1)
+  drafting = jnp.ones((B,), bool) if skip is None else ~skip
+  drafting = drafting & confident(c1)  # a token below the threshold is not proposed, nor anything after it
+  k = drafting.astype(jnp.int32)
+  drafting = drafting & active
 
   def cond(carry):
     j, _, _, _, _, _, drafting, _ = carry
@@ -146,8 +148,8 @@ def draft(
       q = jax.lax.dynamic_update_index_in_dim(q, qj, j, axis=1)
     if conf is not None:
       conf = jax.lax.dynamic_update_index_in_dim(conf, cj, j, axis=1)
-    k = jnp.where(drafting, j + 1, k)
     drafting = drafting & confident(cj)
+    k = jnp.where(drafting, j + 1, k)
     return j + 1, cache, tokens, q, conf, k, drafting, key
 
   carry = (jnp.int32(1), cache, tokens, q, conf, k, drafting, key)
@@ -161,6 +163,26 @@ def draft(
     carry = jax.lax.while_loop(cond, body, carry)
   j, cache, tokens, q, conf, k, _, _ = carry
   return Draft(tokens=tokens, q=q, k=k, conf=conf, calls=j), cache
+
+
+def _verify(s: DecodeSettings, params, verify, L, cache: KVCache, k, active):
+  """The target's logits [B, G+1, V] for [cur, y_1..y_G]. With a dynamic draft length the call is only
+  max_b k_b + 1 positions wide (one compiled branch per width; the logits past it are padding that the
+  acceptance rule never reads, since a row reads positions 0..k_b)."""
+  G = verify.shape[1] - 1
+
+  def call(width):
+    def run(cache):
+      pos = L[:, None] + jnp.arange(width, dtype=jnp.int32)[None, :]
+      logits, cache = forward(s.target, params, verify[:, :width], pos, cache, vocab_size=s.vocab_size)
+      return jnp.pad(logits, ((0, 0), (0, G + 1 - width), (0, 0))), cache
+
+    return run
+
+  if s.draft_threshold is None:
+    return call(G + 1)(cache)
+  width = jnp.max(jnp.where(active, k, 0)) + 1
+  return jax.lax.switch(width - 1, [call(w) for w in range(1, G + 2)], cache)
 
 
 def _decode(
@@ -204,10 +226,7 @@ def _decode(
       tokens, k, q = d.tokens, d.k, d.q
 
     verify = jnp.concatenate([cur[:, None], tokens], axis=1)  # [B, G+1]
-    pos = L[:, None] + jnp.arange(G + 1, dtype=jnp.int32)[None, :]
-    p_logits, target_cache = forward(
-      s.target, params, verify, pos, st.target_cache.rollback(L), vocab_size=s.vocab_size
-    )
+    p_logits, target_cache = _verify(s, params, verify, L, st.target_cache.rollback(L), k, active)
     if s.sampling.greedy:
       n, nxt = sampling.greedy_accept(tokens, p_logits, k)
     else:

@@ -15,9 +15,10 @@ m is the share of rounds with a proposal (1 for `spec`; the match rate for `look
 draft calls and whose rounds without a match make a one-token call: seconds per round =
 m * c_target(gamma + 1) + (1 - m) * c_target(1) at batch size 1; at larger batches every round is
 taken as wide). A dynamic draft length (threshold t) is replayed on the traced rounds of the largest
-gamma: a row's draft length k is the first position whose confidence is below t (or gamma), it
-emits min(n, k) + 1 tokens (n = what it accepted of all gamma proposals) and the batch makes
-1 + max_b(k_b - 1) draft calls. A smaller TR-Jacobi tree (the default pruned: the retrieval chain
+gamma: a row's draft length k is the number of its leading proposals with confidence >= t (0..gamma),
+it emits min(n, k) + 1 tokens (n = what it accepted of all gamma proposals), and the batch makes
+max_b min(k_b + 1, gamma) draft calls and one target call of width max_b k_b + 1.
+A smaller TR-Jacobi tree (the default pruned: the retrieval chain
 plus the first m Medusa paths) keeps 1 + the deepest of its nodes that matched in the traced rounds,
 for one target call as wide as the tree. Predicted time of the prompt set = the prefills + for each
 batch, max over its rows of (new tokens - 1) / E[tokens per round] rounds; speed-up = predicted
@@ -93,19 +94,24 @@ def predicted_seconds(work: Workload, costs: Costs, tokens_per_round: float, sec
   return total
 
 
-def threshold_round(traces: list[dict[str, np.ndarray]], gamma: int, threshold: float) -> tuple[float, float]:
-  """(E[tokens per round], draft calls per iteration) of draft length `gamma` with `threshold`, replayed
-  on spec traces recorded at a gamma >= `gamma` without a threshold (see the module docstring)."""
-  tokens, calls = [], []
+def threshold_round(
+  traces: list[dict[str, np.ndarray]], gamma: int, threshold: float, costs: Costs
+) -> tuple[float, float]:
+  """(E[tokens per round], seconds per round) of draft length `gamma` with `threshold`, replayed on spec
+  traces recorded at a gamma >= `gamma` without a threshold (see the module docstring)."""
+  tokens, seconds = [], []
   for tr in traces:
     conf, n, active = tr["conf"][..., :gamma], tr["n"], tr["active"]
     low = conf < threshold  # [B, R, gamma]
-    k = np.where(low.any(-1), np.argmax(low, axis=-1) + 1, gamma)
+    k = np.where(low.any(-1), np.argmax(low, axis=-1), gamma)  # leading confident proposals, 0..gamma
     tokens.append((np.minimum(n, k) + 1)[active])
-    k_active = np.where(active, k, 0)
     iters = active.any(axis=0)
-    calls.append(k_active.max(axis=0)[iters])
-  return float(np.mean(np.concatenate(tokens))), float(np.mean(np.concatenate(calls)))
+    k_active = np.where(active, k, 0)
+    calls = np.minimum(k_active + 1, gamma).max(axis=0)[iters]  # the batch drafts as long as its longest row
+    width = k_active.max(axis=0)[iters] + 1  # ... and verifies as wide as its longest proposal
+    draft = costs.draft[2] + (calls - 1) * costs.draft[1]
+    seconds.append(draft + np.array([costs.target[int(w)] for w in width]))
+  return float(np.mean(np.concatenate(tokens))), float(np.mean(np.concatenate(seconds)))
 
 
 def pruned_trees(sizes: Sequence[int] = TREE_SIZES) -> list[TokenTree]:
@@ -177,7 +183,7 @@ def plan(
   work = Workload.of(ar)
   trees = pruned_trees()
   buckets = sorted({b for b, _ in work.batches})
-  widths = {1} | {g + 1 for g in gammas}
+  widths = set(range(1, G + 2)) if "spec" in modes and thresholds else {1} | {g + 1 for g in gammas}
   tree_widths = {t.num_nodes + 1 for t in trees} if "tr-jacobi" in modes else set()
   S = max(buckets) + max_new_tokens + max(widths | tree_widths)
   fill = max(buckets) + max_new_tokens // 2
@@ -236,8 +242,8 @@ def plan(
     for g in sorted(gammas):
       row("spec", g, expected_tokens(accept, g), round_seconds(costs, g), True, measured=runs.get((g, None)))
       for t in thresholds:
-        tokens, calls = threshold_round(traces, g, t)
-        row("spec", g, tokens, round_seconds(costs, g, calls), True, threshold=t, measured=runs.get((g, t)))
+        tokens, seconds = threshold_round(traces, g, t, costs)
+        row("spec", g, tokens, seconds, True, threshold=t, measured=runs.get((g, t)))
 
   if "lookup" in modes:
     log(f"measuring: lookup gamma={G}")
