@@ -47,9 +47,10 @@ def test_eagle_config_and_shapes():
     from_target(cfg, params)
 
 
-@pytest.fixture(scope="module", params=[None, tuple(range(0, 16, 2))], ids=["full-head", "reduced-head"])
-def pair(request):
-  return eagle_pair(head_ids=request.param)
+@pytest.fixture(scope="module")
+def pair():
+  # A reduced head (half the tokens) exercises the spreading of K logits over the vocabulary as well.
+  return eagle_pair(head_ids=tuple(range(0, 16, 2)))
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +93,7 @@ def test_first_proposals_match_a_teacher_forced_pass(pair, reference):
   assert expected_total > 0  # the check saw accepted proposals, not only rejections
 
 
-@pytest.mark.parametrize("gamma", [1, 2])
+@pytest.mark.parametrize("gamma", [2])
 def test_eagle_sampling_is_exact(gamma):
   target = model(tiny(vocab_size=V, init=1.0), 10)
   draft = from_target(*target, num_layers=1, seed=3)
