@@ -59,11 +59,19 @@ def reference(pair):
   return engine(target).run(prompts(LENGTHS, vocab=16), "ar", max_new_tokens=MAX_NEW, batch_size=len(LENGTHS))
 
 
-@pytest.mark.parametrize("gamma", [1, 3])
-def test_greedy_eagle_equals_autoregressive(pair, reference, gamma):
-  run = engine(*pair).run(prompts(LENGTHS, vocab=16), "eagle", max_new_tokens=MAX_NEW, gamma=gamma, batch_size=4)
+@pytest.mark.parametrize("gamma, threshold", [(1, None), (3, None), (3, 0.5), (3, 1.0)])
+def test_greedy_eagle_equals_autoregressive(pair, reference, gamma, threshold):
+  run = engine(*pair).run(
+    prompts(LENGTHS, vocab=16), "eagle", max_new_tokens=MAX_NEW, gamma=gamma, draft_threshold=threshold, batch_size=4
+  )
   assert [r.tokens for r in run.rows] == [r.tokens for r in reference.rows]
-  assert run.metrics["draft_calls"] == gamma * run.metrics["target_calls"]
+  m = run.metrics
+  if threshold is None:
+    assert m["draft_calls"] == gamma * m["target_calls"] and m["drafted_tokens"] == gamma * m["target_calls"]
+  elif threshold == 1.0:  # confident only where a float32 softmax saturates: mostly plain steps
+    assert m["drafted_tokens"] < m["target_calls"] < m["draft_calls"] < 2 * m["target_calls"]
+  else:  # rows propose 0..gamma tokens
+    assert 0 < m["drafted_tokens"] < gamma * m["target_calls"]
 
 
 def test_first_proposals_match_a_teacher_forced_pass(pair, reference):

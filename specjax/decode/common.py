@@ -105,6 +105,29 @@ def forward(
   return (logits, *out[1:])
 
 
+def verify_call(s: DecodeSettings, params, verify, L, cache: KVCache, k, active, features: bool = False):
+  """The target's verification of [cur, y_1..y_G] (`verify` [B, G+1] at positions L..L+G): logits
+  [B, G+1, V], the cache, and with `features` the target's features [B, G+1, D] too. With a dynamic
+  draft length (`s.draft_threshold`) the call is only max_b k_b + 1 positions wide (`lax.switch`, one
+  compiled branch per width); the outputs past that width are zero padding, which the acceptance rule
+  never reads (a row reads positions 0..k_b)."""
+  G = verify.shape[1] - 1
+
+  def call(width):
+    def run(cache):
+      pos = L[:, None] + jnp.arange(width, dtype=jnp.int32)[None, :]
+      out = forward(s.target, params, verify[:, :width], pos, cache, vocab_size=s.vocab_size, return_features=features)
+      pad = lambda x: jnp.pad(x, ((0, 0), (0, G + 1 - width), (0, 0)))  # noqa: E731
+      return (pad(out[0]), out[1]) + ((pad(out[2]),) if features else ())
+
+    return run
+
+  if s.draft_threshold is None:
+    return call(G + 1)(cache)
+  width = jnp.max(jnp.where(active, k, 0)) + 1
+  return jax.lax.switch(width - 1, [call(w) for w in range(1, G + 2)], cache)
+
+
 def prefill(
   cfg: LlamaConfig,
   params,

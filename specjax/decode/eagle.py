@@ -16,7 +16,10 @@ entries always hold *true* target features. A round, for every row at once:
 
 The prefill runs the target over the prompt (returning its features) and the draft over the pairs
 (f_{t-1}, s_t), t = 1..P (the last pair holds `cur`). A round costs one target call of width G + 1 and
-G draft calls (G - 1 of width 1, one of width G + 1).
+G draft calls (G - 1 of width 1, one of width G + 1). With `draft_threshold` the draft length is dynamic
+as in `spec` (`specjax.decode.speculative`): a row proposes its leading tokens of draft confidence >= the
+threshold (0..G), the draft loop stops when no row is drafting, and the verification call is only
+max_b k_b + 1 wide.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from specjax.decode.common import (
   extend_sequence,
   forward,
   init_sequence,
+  verify_call,
 )
 from specjax.decode.modes import Mode
 from specjax.models.kv_cache import KVCache
@@ -123,18 +127,23 @@ def decode(
     cur = jnp.take_along_axis(st.seq, L[:, None], axis=1)[:, 0]
     greedy = s.sampling.greedy
 
+    def confident(logits):
+      if s.draft_threshold is None:
+        return jnp.ones((B,), bool)
+      return sampling.confidence(logits, s.sampling) >= s.draft_threshold
+
     y = sampling.sample(k_first, st.logits, s.sampling)
     tokens = jnp.zeros((B, G), jnp.int32).at[:, 0].set(y)
-    q = (
-      None
-      if greedy
-      else jnp.zeros((B, G, st.logits.shape[-1]), jnp.float32)
-      .at[:, 0]
-      .set(sampling.probabilities(st.logits, s.sampling))
-    )
+    q = None
+    if not greedy:
+      q = (
+        jnp.zeros((B, G, st.logits.shape[-1]), jnp.float32).at[:, 0].set(sampling.probabilities(st.logits, s.sampling))
+      )
+    drafting = active & confident(st.logits)
+    k = drafting.astype(jnp.int32)
 
-    def step(carry, j):
-      cache, tokens, q, g, key = carry
+    def step(carry):
+      j, cache, tokens, q, g, k, drafting, key = carry
       key, kj = jax.random.split(key)
       prev = jax.lax.dynamic_index_in_dim(tokens, j - 1, axis=1, keepdims=False)
       logits, cache, g_new = forward(
@@ -151,18 +160,23 @@ def decode(
       tokens = jax.lax.dynamic_update_index_in_dim(tokens, sampling.sample(kj, logits, s.sampling), j, axis=1)
       if q is not None:
         q = jax.lax.dynamic_update_index_in_dim(q, sampling.probabilities(logits, s.sampling), j, axis=1)
-      return (cache, tokens, q, g_new[:, 0], key), None
+      drafting = drafting & confident(logits)
+      k = jnp.where(drafting, j + 1, k)
+      return j + 1, cache, tokens, q, g_new[:, 0], k, drafting, key
 
-    (draft_cache, tokens, q, _, _), _ = jax.lax.scan(
-      step, (st.draft_cache, tokens, q, st.feature, k_draft), jnp.arange(1, G, dtype=jnp.int32)
-    )
+    carry = (jnp.int32(1), st.draft_cache, tokens, q, st.feature, k, drafting, k_draft)
+    if s.draft_threshold is None:  # fixed length: exactly G - 1 calls (a scan shows XLA the trip count)
+      carry, _ = jax.lax.scan(lambda c, _: (step(c), None), carry, None, length=G - 1)
+    else:  # until no row is drafting
+      carry = jax.lax.while_loop(lambda c: (c[0] < G) & jnp.any(c[6]), step, carry)
+    calls, draft_cache, tokens, q, _, k, _, _ = carry
+    if s.draft_threshold is None:
+      k = jnp.full((B,), G, jnp.int32)
 
     verify = jnp.concatenate([cur[:, None], tokens], axis=1)  # [B, G+1]
-    pos = L[:, None] + jnp.arange(G + 1, dtype=jnp.int32)[None, :]
-    p_logits, target_cache, feats = forward(
-      s.target, params, verify, pos, st.target_cache.rollback(L), vocab_size=s.vocab_size, return_features=True
+    p_logits, target_cache, feats = verify_call(
+      s, params, verify, L, st.target_cache.rollback(L), k, active, features=True
     )
-    k = jnp.full((B,), G, jnp.int32)
     if greedy:
       n, nxt = sampling.greedy_accept(tokens, p_logits, k)
     else:
@@ -184,7 +198,7 @@ def decode(
       logits=d_logits,
       feature=g,
       out=out,
-      counters=st.counters.round(active, drafted=k, accepted=n, taken=taken, target_calls=1, draft_calls=G),
+      counters=st.counters.round(active, drafted=k, accepted=n, taken=taken, target_calls=1, draft_calls=calls),
       key=key,
     )
 
@@ -197,9 +211,9 @@ modes.register(
     name="eagle",
     decode=decode,
     help="an EAGLE-style draft (reads the target's features) proposes gamma tokens, one target call verifies them",
-    knobs=("gamma",),
+    knobs=("gamma", "draft_threshold"),
     lookahead=lambda s: s.gamma + 1,
-    configure=modes.check_gamma,
+    configure=lambda knobs: modes.check_threshold(modes.check_gamma(knobs)),
     needs_draft=True,
     draft_kind="eagle",
   )

@@ -48,6 +48,7 @@ from specjax.decode.common import (
   init_sequence,
   prefill,
   start,
+  verify_call,
 )
 from specjax.decode.lookup import lookup
 from specjax.decode.modes import Mode
@@ -165,26 +166,6 @@ def draft(
   return Draft(tokens=tokens, q=q, k=k, conf=conf, calls=j), cache
 
 
-def _verify(s: DecodeSettings, params, verify, L, cache: KVCache, k, active):
-  """The target's logits [B, G+1, V] for [cur, y_1..y_G]. With a dynamic draft length the call is only
-  max_b k_b + 1 positions wide (one compiled branch per width; the logits past it are padding that the
-  acceptance rule never reads, since a row reads positions 0..k_b)."""
-  G = verify.shape[1] - 1
-
-  def call(width):
-    def run(cache):
-      pos = L[:, None] + jnp.arange(width, dtype=jnp.int32)[None, :]
-      logits, cache = forward(s.target, params, verify[:, :width], pos, cache, vocab_size=s.vocab_size)
-      return jnp.pad(logits, ((0, 0), (0, G + 1 - width), (0, 0))), cache
-
-    return run
-
-  if s.draft_threshold is None:
-    return call(G + 1)(cache)
-  width = jnp.max(jnp.where(active, k, 0)) + 1
-  return jax.lax.switch(width - 1, [call(w) for w in range(1, G + 2)], cache)
-
-
 def _decode(
   s: DecodeSettings, params, draft_params, prompt: Int[Array, "B P"], prompt_lens, max_new, key, hybrid: bool
 ) -> DecodeResult:
@@ -226,7 +207,7 @@ def _decode(
       tokens, k, q = d.tokens, d.k, d.q
 
     verify = jnp.concatenate([cur[:, None], tokens], axis=1)  # [B, G+1]
-    p_logits, target_cache = _verify(s, params, verify, L, st.target_cache.rollback(L), k, active)
+    p_logits, target_cache = verify_call(s, params, verify, L, st.target_cache.rollback(L), k, active)
     if s.sampling.greedy:
       n, nxt = sampling.greedy_accept(tokens, p_logits, k)
     else:
