@@ -27,7 +27,7 @@ def reference(eng):
   return [r.tokens for r in run.rows]
 
 
-@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.6, 1.0])
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 1.0])
 def test_dynamic_greedy_equals_autoregressive(eng, reference, threshold):
   run = eng.run(
     prompts(LENGTHS), "spec", max_new_tokens=MAX_NEW, gamma=G, draft_threshold=threshold, batch_size=3, trace=True
