@@ -135,19 +135,28 @@ def prefill(
   prompt_lens: Int[Array, " B"],
   cache_size: int,
   vocab_size: int | None = None,
-) -> tuple[Float[Array, "B V"], KVCache]:
+  return_features: bool = False,
+):
   """Run the right-padded prompts; return the logits after each row's last real token (they give the
-  first new token, which becomes `cur`) and a cache holding the `prompt_lens` prompt tokens.
+  first new token, which becomes `cur`) and a cache holding the `prompt_lens` prompt tokens (and with
+  `return_features` the target's features [B, P, D] of every prompt position).
 
   Pad slots are written too but lie past each row's length, so the next write overwrites them.
   """
   B, P = prompt.shape
   cache = cfg.init_cache(B, cache_size)
   positions = jnp.broadcast_to(jnp.arange(P, dtype=jnp.int32), (B, P))
-  logits, cache = forward(
-    cfg, params, prompt, positions, cache, vocab_size=vocab_size, logits_at=(prompt_lens - 1)[:, None]
+  logits, cache, *features = forward(
+    cfg,
+    params,
+    prompt,
+    positions,
+    cache,
+    vocab_size=vocab_size,
+    logits_at=(prompt_lens - 1)[:, None],
+    return_features=return_features,
   )
-  return logits[:, 0], cache.rollback(prompt_lens)
+  return (logits[:, 0], cache.rollback(prompt_lens), *features)
 
 
 @struct.dataclass
@@ -165,6 +174,13 @@ class Output:
       n=jnp.zeros((batch_size,), jnp.int32),
       done=max_new <= 0,
     )
+
+
+def round_tokens(proposals: Int[Array, "B M"], n: Int[Array, " B"], nxt: Int[Array, " B"]) -> Int[Array, "B M+1"]:
+  """A round's emitted tokens: the first n proposals, then `nxt` (the correction or bonus) at index n;
+  what follows is scratch (`commit` takes n + 1)."""
+  emitted = jnp.concatenate([proposals, nxt[:, None]], axis=1)
+  return jnp.where(jnp.arange(emitted.shape[1])[None, :] == n[:, None], nxt[:, None], emitted)
 
 
 def commit(
@@ -195,14 +211,17 @@ def commit(
   return Output(tokens=tokens, n=n, done=done), take
 
 
-def start(s: DecodeSettings, params, prompt, prompt_lens, max_new, key, slack: int):
-  """Prefill the target and emit each row's first token: (cache, cur, output buffer with M = slack)."""
-  logits, cache = prefill(s.target, params, prompt, prompt_lens, s.cache_size, s.vocab_size)
+def start(s: DecodeSettings, params, prompt, prompt_lens, max_new, key, slack: int, return_features: bool = False):
+  """Prefill the target and emit each row's first token: (cache, cur, output buffer with M = slack), and
+  with `return_features` the target's features of the prompt positions too."""
+  logits, cache, *features = prefill(
+    s.target, params, prompt, prompt_lens, s.cache_size, s.vocab_size, return_features=return_features
+  )
   cur = sampling.sample(key, logits, s.sampling)
   B = prompt.shape[0]
   out = Output.init(B, s.max_new_tokens, slack, max_new)
   out, _ = commit(out, cur[:, None], jnp.ones((B,), jnp.int32), max_new, s.eos_ids)
-  return cache, cur, out
+  return (cache, cur, out, *features)
 
 
 @struct.dataclass

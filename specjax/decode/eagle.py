@@ -39,6 +39,8 @@ from specjax.decode.common import (
   extend_sequence,
   forward,
   init_sequence,
+  round_tokens,
+  start,
   verify_call,
 )
 from specjax.decode.modes import Mode
@@ -89,21 +91,7 @@ def decode(
   key, k0 = jax.random.split(key)
   lens = prompt_lens.astype(jnp.int32)
 
-  positions = jnp.broadcast_to(jnp.arange(P, dtype=jnp.int32), (B, P))
-  logits, target_cache, feats = forward(
-    s.target,
-    params,
-    prompt,
-    positions,
-    s.target.init_cache(B, s.cache_size),
-    vocab_size=s.vocab_size,
-    logits_at=(lens - 1)[:, None],
-    return_features=True,
-  )
-  target_cache = target_cache.rollback(lens)
-  cur = sampling.sample(k0, logits[:, 0], s.sampling)
-  out = Output.init(B, s.max_new_tokens, G + 1, max_new)
-  out, _ = commit(out, cur[:, None], jnp.ones((B,), jnp.int32), max_new, s.eos_ids)
+  target_cache, cur, out, feats = start(s, params, prompt, prompt_lens, max_new, k0, slack=G + 1, return_features=True)
   seq = init_sequence(prompt, prompt_lens, cur, s.cache_size)
   d_logits, g, draft_cache = _catch_up(
     s, draft_params, s.draft.init_cache(B, s.cache_size), seq[:, 1 : P + 1], feats, jnp.ones_like(lens), lens
@@ -182,8 +170,7 @@ def decode(
     else:
       n, nxt = sampling.rejection_accept(k_accept, tokens, q, sampling.probabilities(p_logits, s.sampling), k)
 
-    emitted = jnp.concatenate([tokens, nxt[:, None]], axis=1)
-    emitted = jnp.where(jnp.arange(G + 1)[None, :] == n[:, None], nxt[:, None], emitted)
+    emitted = round_tokens(tokens, n, nxt)
     out, taken = commit(st.out, emitted, n + 1, max_new, s.eos_ids)
     length = jnp.where(active, L + 1 + n, L)
     d_logits, g, draft_cache = _catch_up(s, draft_params, draft_cache, emitted, feats, L + 1, length - L)

@@ -34,6 +34,7 @@ from specjax.decode.common import (
   commit,
   forward,
   random_context_tokens,
+  round_tokens,
   start,
 )
 from specjax.decode.modes import Mode
@@ -118,8 +119,7 @@ def decode_jacobi(
     best = jnp.argmax(logits, axis=-1).astype(jnp.int32)  # [B, W+1]
     n = sampling.leading_true(st.guess == best[:, :-1])
     nxt = jnp.take_along_axis(best, n[:, None], axis=1)  # a_n [B, 1]
-    emitted = jnp.concatenate([st.guess, nxt], axis=1)  # g_1..g_n, then a_n at index n
-    emitted = jnp.where(jnp.arange(W + 1)[None, :] == n[:, None], nxt, emitted)
+    emitted = round_tokens(st.guess, n, nxt[:, 0])  # g_1..g_n, then a_n at index n
     idx = n[:, None] + 1 + jnp.arange(W)[None, :]
     shifted = jnp.take_along_axis(best, jnp.minimum(idx, W), axis=1)
     new_guess = jnp.where(idx <= W, shifted, random_context_tokens(k_fill, st.seq, L, (W,)))
@@ -206,9 +206,7 @@ def decode_tree(
     bpath = leaf_paths[pick]  # [B, D+1] input indices, 0 = root
     breal = real[pick]
     nxt = jnp.take_along_axis(best, jnp.take_along_axis(bpath, n[:, None], axis=1), axis=1)[:, 0]
-    emitted = jnp.take_along_axis(toks, bpath[:, 1:], axis=1)  # [B, D] the path's tokens
-    emitted = jnp.concatenate([emitted, nxt[:, None]], axis=1)
-    emitted = jnp.where(jnp.arange(D + 1)[None, :] == n[:, None], nxt[:, None], emitted)
+    emitted = round_tokens(jnp.take_along_axis(toks, bpath[:, 1:], axis=1), n, nxt)  # the path's tokens, then nxt
 
     # Accepted nodes sit at slots L + index; gather them to L + 1 .. L + n.
     cache = cache.compact(L + 1, L[:, None] + bpath[:, 1:], n)

@@ -33,6 +33,7 @@ from specjax.decode.common import (
   extend_sequence,
   forward,
   init_sequence,
+  round_tokens,
   start,
 )
 from specjax.decode.modes import Mode
@@ -118,8 +119,7 @@ def decode(
     else:
       p = sampling.probabilities(logits, s.sampling)
       n, nxt = sampling.rejection_accept(k_accept, tokens, sampling.point_mass(tokens, p.shape[-1]), p, k)
-    emitted = jnp.concatenate([tokens, nxt[:, None]], axis=1)
-    emitted = jnp.where(jnp.arange(G + 1)[None, :] == n[:, None], nxt[:, None], emitted)
+    emitted = round_tokens(tokens, n, nxt)
     out, taken = commit(st.out, emitted, n + 1, max_new, s.eos_ids)
     length = jnp.where(active, L + 1 + n, L)
     return _State(

@@ -47,6 +47,7 @@ from specjax.decode.common import (
   forward,
   init_sequence,
   prefill,
+  round_tokens,
   start,
   verify_call,
 )
@@ -214,8 +215,7 @@ def _decode(
       p = sampling.probabilities(p_logits, s.sampling)
       n, nxt = sampling.rejection_accept(k_accept, tokens, q, p, k)
 
-    emitted = jnp.concatenate([tokens, nxt[:, None]], axis=1)
-    emitted = jnp.where(jnp.arange(G + 1)[None, :] == n[:, None], nxt[:, None], emitted)
+    emitted = round_tokens(tokens, n, nxt)
     out, taken = commit(st.out, emitted, n + 1, max_new, s.eos_ids)
     length = jnp.where(active, L + 1 + n, L)
     counters = st.counters.round(active, drafted=k, accepted=n, taken=taken, target_calls=1, draft_calls=d.calls)

@@ -31,7 +31,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from specjax.errors import SpecjaxError
 from specjax.models.kv_cache import KVCache
-from specjax.models.llama import ModelConfig, RMSNorm, _dense, decoder_layers, init_params
+from specjax.models.llama import ModelConfig, RMSNorm, _dense, decoder_layers, init_params, token_embedding
 
 
 class EagleDraft(nn.Module):
@@ -54,14 +54,7 @@ class EagleDraft(nn.Module):
     `return_features` `(logits, cache, g)`: g [B, T, D] the predicted next features."""
     cfg = self.cfg
     B, T = tokens.shape
-    embed = nn.Embed(
-      cfg.vocab_size,
-      cfg.hidden_size,
-      dtype=cfg.compute_dtype,
-      param_dtype=cfg.weight_dtype,
-      embedding_init=nn.with_logical_partitioning(nn.initializers.normal(cfg.initializer_range), ("vocab", "embed")),
-      name="embed_tokens",
-    )
+    embed = token_embedding(cfg)
     if features is None:
       features = jnp.zeros((B, T, cfg.hidden_size), cfg.compute_dtype)
     if features.shape != (B, T, cfg.hidden_size):

@@ -248,6 +248,18 @@ def _dense(features: int, axes: tuple[str, str], cfg: ModelConfig, name: str, bi
   )
 
 
+def token_embedding(cfg: ModelConfig) -> nn.Embed:
+  """The [V, D] token embedding `embed_tokens` (also the tied head's table)."""
+  return nn.Embed(
+    cfg.vocab_size,
+    cfg.hidden_size,
+    dtype=cfg.compute_dtype,
+    param_dtype=cfg.weight_dtype,
+    embedding_init=nn.with_logical_partitioning(nn.initializers.normal(cfg.initializer_range), ("vocab", "embed")),
+    name="embed_tokens",
+  )
+
+
 class RMSNorm(nn.Module):
   """x / rms(x) * scale over the last axis (D, or Dh for Qwen3's q/k norms), statistics in float32."""
 
@@ -434,14 +446,7 @@ class Llama(nn.Module):
     the rest of the prefill. `return_features`: also return the final-normed hidden states [B, T, D] of
     every position (what an EAGLE-style draft reads), as `(logits, cache, features)`."""
     cfg = self.cfg
-    embed = nn.Embed(
-      cfg.vocab_size,
-      cfg.hidden_size,
-      dtype=cfg.compute_dtype,
-      param_dtype=cfg.weight_dtype,
-      embedding_init=nn.with_logical_partitioning(nn.initializers.normal(cfg.initializer_range), ("vocab", "embed")),
-      name="embed_tokens",
-    )
+    embed = token_embedding(cfg)
     x = embed(tokens)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
     x, cache = decoder_layers(cfg, x, positions, cache, attn_mask)
