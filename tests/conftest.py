@@ -27,9 +27,10 @@ def smollm2_ckpt(tmp_path_factory):
 
 @pytest.fixture(autouse=True, scope="module")
 def _free_compiled_code():
-  """Drop JAX's compiled executables after each test module. The whole suite runs in one process, and
-  without this the executables of every earlier module stay loaded: after a few hundred of them XLA's
-  CPU compiler crashed (a segmentation fault while compiling and loading a decoder)."""
+  """Drop JAX's compiled executables after each test module. A worker runs many modules in one process
+  (`make test`: two workers; plain `pytest`: one), and without this the executables of every earlier
+  module stay loaded: after a few hundred of them XLA's CPU compiler crashed (a segmentation fault while
+  compiling and loading a decoder)."""
   yield
   import gc
 
