@@ -253,6 +253,10 @@ def _threshold(text: str) -> float | None:
   return None if text.strip().lower() in ("none", "off", "") else float(text)
 
 
+def _ngram_min(text: str) -> int | None:
+  return None if text.strip().lower() in ("none", "") else int(text)
+
+
 class _Modes:
   """The registered decoding modes, read from the registry only when argparse needs them (checking a
   --mode value or printing its help), so that `specjax --help` does not import the decoders."""
@@ -318,7 +322,17 @@ def _decode_args(p: argparse.ArgumentParser, bench: bool) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per prompt: prompt, text and metrics")
   p.add_argument("--window", type=int, default=5, help="Jacobi window")
   p.add_argument("--ngram", type=int, default=3, help="lookup modes: match the last N tokens (then fewer)")
-  p.add_argument("--ngram-min", type=int, default=1, help="lookup modes: the shortest match to propose from")
+  if bench:
+    p.add_argument(
+      "--ngram-min",
+      type=_csv(_ngram_min),
+      default=[None],
+      help="lookup modes: comma list of the shortest matches to propose from ('none' = ngram, the default)",
+    )
+  else:
+    p.add_argument(
+      "--ngram-min", type=int, default=None, help="lookup modes: the shortest match to propose from (default: ngram)"
+    )
   p.add_argument("--top-p", type=float, default=1.0)
   p.add_argument("--top-k", type=int, default=0, help="0 = off")
   p.add_argument("--seed", type=int, default=0)
@@ -413,7 +427,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     args.max_new_tokens,
     window=args.window,
     ngram=args.ngram,
-    ngram_min=args.ngram_min,
+    ngram_mins=args.ngram_min,
     thresholds=args.draft_threshold,
     top_p=args.top_p,
     top_k=args.top_k,
@@ -446,7 +460,9 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--measure", type=_csv(int), default=[], help="also run these gammas to compare with the prediction")
   p.add_argument("--measure-threshold", type=_csv(float), default=[], help="also run these thresholds (largest gamma)")
   p.add_argument("--ngram", type=int, default=3, help="lookup: match the last N tokens")
-  p.add_argument("--ngram-min", type=int, default=1, help="lookup: the shortest match to propose from")
+  p.add_argument(
+    "--ngram-min", type=int, default=None, help="lookup: the shortest match of the measured runs (default: ngram)"
+  )
   p.add_argument("--batch-size", type=int, default=1)
   p.add_argument("--temperature", type=float, default=0.0)
   p.add_argument("--seed", type=int, default=0)

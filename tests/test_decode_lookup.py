@@ -24,19 +24,20 @@ def test_lookup_rule():
   #                0  1  2  3  4  5  6  7  8  9
   seq = jnp.array([[1, 2, 3, 9, 2, 3, 7, 8, 2, 3, 0, 0]])
   # context = seq[:10] (length 9: `cur` = 3 at index 9); "2 3" occurs at 1..2 and 4..5: the latest wins
-  toks, found = lookup(seq, jnp.array([9]), 4, 3)
-  assert bool(found[0]) and toks.tolist() == [[7, 8, 2, 3]]
+  # ("8 2 3" occurs nowhere else: the match is 2 tokens long.)
+  toks, match = lookup(seq, jnp.array([9]), 4, 3)
+  assert int(match[0]) == 2 and toks.tolist() == [[7, 8, 2, 3]]
   # A longer match beats a later shorter one: "9 2 3" (ending at 5) vs "2 3" only elsewhere.
   seq2 = jnp.array([[9, 2, 3, 5, 6, 2, 3, 4, 9, 2, 3, 0]])
-  toks, found = lookup(seq2, jnp.array([10]), 3, 3)
-  assert bool(found[0]) and toks.tolist() == [[5, 6, 2]]
+  toks, match = lookup(seq2, jnp.array([10]), 3, 3)
+  assert int(match[0]) == 3 and toks.tolist() == [[5, 6, 2]]
   # The continuation runs into the context's end and repeats from its own start (period 2 here).
   seq3 = jnp.array([[4, 5, 6, 5, 6, 0, 0, 0]])
-  toks, found = lookup(seq3, jnp.array([4]), 5, 2)
-  assert bool(found[0]) and toks.tolist() == [[5, 6, 5, 6, 5]]
+  toks, match = lookup(seq3, jnp.array([4]), 5, 2)
+  assert int(match[0]) == 2 and toks.tolist() == [[5, 6, 5, 6, 5]]
   # No earlier occurrence of even the last token: no proposal.
-  _, found = lookup(jnp.array([[1, 2, 3, 4, 0]]), jnp.array([3]), 2, 3)
-  assert not bool(found[0])
+  _, match = lookup(jnp.array([[1, 2, 3, 4, 0]]), jnp.array([3]), 2, 3)
+  assert int(match[0]) == 0
 
 
 def periodic_model(alpha: float = 0.0, period: int = 7):
@@ -70,20 +71,37 @@ def reference(eng):
 
 @pytest.mark.parametrize("gamma, ngram", [(1, 3), (4, 3), (6, 1)])
 def test_greedy_lookup_equals_autoregressive(eng, reference, gamma, ngram):
-  run = eng.run(prompts(LENGTHS), "lookup", max_new_tokens=MAX_NEW, gamma=gamma, ngram=ngram, batch_size=3)
+  kw = dict(max_new_tokens=MAX_NEW, gamma=gamma, ngram=ngram, batch_size=3)
+  run = eng.run(prompts(LENGTHS), "lookup", ngram_min=1, **kw)
   assert [r.tokens for r in run.rows] == reference
   m = run.metrics
   assert m["draft_calls"] == 0
   assert m["drafted_tokens"] % gamma == 0 and 0 < m["drafted_tokens"] <= gamma * m["target_calls"]
   if m["accepted_tokens"] > 0:  # the periodic target: its own past continues its answer
     assert m["block_efficiency"] > 1.5 and m["acceptance_rate"] < 1.0  # rejections too (before the cycle)
+  # The default proposes from full-length matches only: fewer proposals, the same tokens.
+  strict = eng.run(prompts(LENGTHS), "lookup", **kw)
+  assert [r.tokens for r in strict.rows] == reference
+  assert strict.metrics["drafted_tokens"] <= m["drafted_tokens"]
+
+
+def test_lookup_trace_records_match_lengths_and_acceptance(eng):
+  ngram, gamma = 3, 4
+  run = eng.run(prompts(LENGTHS), "lookup", max_new_tokens=MAX_NEW, gamma=gamma, ngram=ngram, ngram_min=2, trace=True)
+  for tr, batch in zip(run.traces, run.batches, strict=True):  # batch size 1: one prompt per batch
+    row, act = run.rows[batch["rows"][0]], tr["active"][0]
+    m, n = tr["m"][0][act], tr["n"][0][act]
+    assert act.sum() == row.metrics["target_calls"] and ((m >= 0) & (m <= ngram)).all()
+    assert (n[m < 2] == 0).all() and (n <= gamma).all()  # rows below ngram_min proposed nothing
+    # (the counters leave out acceptances past max_new_tokens; the trace records the round as it ran)
+    assert gamma * (m >= 2).sum() == row.metrics["drafted_tokens"] and n.sum() >= row.metrics["accepted_tokens"]
 
 
 def test_lookup_counts_only_real_proposals(eng):
   # Distinct prompt tokens and one new token after the prefill: the first round finds the new token
   # in the prompt only if it occurred there; rows without a match propose nothing.
   ps = [list(range(10, 20)), list(range(30, 45))]
-  run = eng.run(ps, "lookup", max_new_tokens=2, gamma=4, batch_size=2)
+  run = eng.run(ps, "lookup", max_new_tokens=2, gamma=4, ngram_min=1, batch_size=2)
   for p, row in zip(ps, run.rows, strict=True):
     m = row.metrics
     assert m["target_calls"] == 1 and m["drafted_tokens"] == (4 if row.tokens[0] in p else 0)

@@ -74,12 +74,12 @@ def test_a_new_mode_is_one_registration(eng):
 
 
 def test_bench_combinations_follow_the_knobs():
-  combos = combinations(["ar", "spec", "lookup", "jacobi"], [2, 4], [None, 0.5])
+  combos = combinations(["ar", "spec", "lookup", "jacobi"], [2, 4], [None, 0.5], [1, None])
   assert combos == [
-    ("ar", None, None),
-    ("spec", 2, None), ("spec", 2, 0.5), ("spec", 4, None), ("spec", 4, 0.5),
-    ("lookup", 2, None), ("lookup", 4, None),
-    ("jacobi", None, None),
+    ("ar", None, None, None),
+    ("spec", 2, None, None), ("spec", 2, 0.5, None), ("spec", 4, None, None), ("spec", 4, 0.5, None),
+    ("lookup", 2, None, 1), ("lookup", 2, None, None), ("lookup", 4, None, 1), ("lookup", 4, None, None),
+    ("jacobi", None, None, None),
   ]  # fmt: skip
 
 

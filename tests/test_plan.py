@@ -12,6 +12,7 @@ from specjax.eval.plan import (
   Costs,
   Workload,
   expected_tokens,
+  lookup_round,
   plan,
   predicted_seconds,
   pruned_trees,
@@ -66,6 +67,24 @@ def test_threshold_replay():
   assert seconds == pytest.approx(np.mean([1 + 20 + 300, 1 + 0 + 100, 1 + 20 + 400]))
 
 
+def test_lookup_replay():
+  # Two rows, three rounds, traced at gamma 4 with ngram_min 1: match lengths m, accepted counts n.
+  m = np.array([[3, 1, 0], [2, 3, 0]])
+  n = np.array([[4, 0, 0], [1, 2, 0]])
+  active = np.array([[True, True, True], [True, True, False]])
+  trace = {"m": m, "n": n, "active": active}
+  costs = Costs(target={1: 1.0, 3: 2.0, 5: 3.0})
+  # ngram_min 1: every matched round proposes; tokens min(n, gamma) + 1; a call is wide when a row proposes.
+  tokens, seconds = lookup_round([trace], 4, 1, costs)
+  assert tokens == pytest.approx(np.mean([5, 1, 1, 2, 3])) and seconds == pytest.approx(np.mean([3, 3, 1]))
+  # ngram_min 3: only the 3-token matches propose; gamma 2 caps what they keep.
+  tokens, seconds = lookup_round([trace], 2, 3, costs)
+  assert tokens == pytest.approx(np.mean([3, 1, 1, 1, 3])) and seconds == pytest.approx(np.mean([2, 2, 1]))
+  # Batch 1 (row 0 alone): its round without a proposal is a one-token call.
+  one = {k: v[:1] for k, v in trace.items()}
+  assert lookup_round([one], 4, 2, costs) == pytest.approx((np.mean([5, 1, 1]), np.mean([3, 1, 1])))
+
+
 def test_tree_replay_and_pruning():
   trees = pruned_trees()
   assert [t.num_nodes for t in trees] == [5, 9, 13, 21, 37, 68]
@@ -94,18 +113,21 @@ def test_plan_end_to_end():
     measure=(1,), measure_thresholds=(0.5,), repeat=1, log=lines.append,
   )  # fmt: skip
   rows = report["rows"]
-  keys = [(r["mode"], r["gamma"], r["draft_threshold"], r["tree_nodes"]) for r in rows]
-  assert keys[:6] == [
+  keys = [(r["mode"], r["gamma"], r["draft_threshold"] or r["ngram_min"], r["tree_nodes"]) for r in rows]
+  assert keys[:8] == [
     ("ar", None, None, None),
     ("spec", 1, None, None), ("spec", 1, 0.5, None), ("spec", 2, None, None), ("spec", 2, 0.5, None),
-    ("lookup", 1, None, None),
+    ("lookup", 1, 1, None), ("lookup", 1, 2, None), ("lookup", 1, 3, None),
   ]  # fmt: skip
   assert [k[3] for k in keys if k[0] == "tr-jacobi"] == [5, 9, 13, 21, 37, 68]
   measured = {k for k, r in zip(keys, rows, strict=True) if "measured_speedup" in r}
+  # lookup: the traced run (largest gamma, ngram_min 1) and the asked gamma at the default ngram_min (3)
   assert measured == {
     ("ar", None, None, None), ("spec", 1, None, None), ("spec", 2, None, None), ("spec", 2, 0.5, None),
-    ("lookup", 1, None, None), ("lookup", 2, None, None), ("tr-jacobi", None, None, 68),
+    ("lookup", 2, 1, None), ("lookup", 1, 3, None), ("tr-jacobi", None, None, 68),
   }  # fmt: skip
+  lk = rows[keys.index(("lookup", 2, 1, None))]  # the traced run itself: the replay is exact for greedy
+  assert lk["tokens_per_round"] == pytest.approx(lk["measured_tokens_per_round"])
   for r in rows:
     assert r["tokens_per_round"] >= 1 and r["predicted_tokens_per_s"] > 0
   # With an unrelated draft nothing is accepted: the model predicts about one token per round.
@@ -113,7 +135,7 @@ def test_plan_end_to_end():
   assert spec2["tokens_per_round"] == pytest.approx(spec2["measured_tokens_per_round"], abs=0.2)
   assert rows[0]["predicted_speedup"] == pytest.approx(1.0)
   text = table(report)
-  assert "recommended:" in text and "pred x" in text and "nodes=68" in text
+  assert "recommended:" in text and "pred x" in text and "nodes=68" in text and "nmin=3" in text
   assert any("measuring" in line for line in lines)
 
 

@@ -49,7 +49,7 @@ class DecodeSettings:
     tree: the TR-Jacobi token tree (`specjax.decode.tree.TokenTree`).
     ngram: lookup drafting matches the last `ngram` tokens (then fewer, down to `ngram_min`) against the
       context.
-    ngram_min: the shortest match lookup drafting proposes from.
+    ngram_min: the shortest match lookup drafting proposes from (None: `ngram`).
     draft_threshold: a row stops drafting once the draft's top probability falls below it (None: never).
     trace: also record per-round statistics (`DecodeResult.trace`), for `specjax plan`.
 
@@ -69,7 +69,7 @@ class DecodeSettings:
   window: int = 5
   tree: object | None = None
   ngram: int = 3
-  ngram_min: int = 1
+  ngram_min: int | None = None
   draft_threshold: float | None = None
   trace: bool = False
 

@@ -213,7 +213,7 @@ class Engine:
   ) -> RunResult:
     """Decode every prompt (lists of token ids); see the module docstring for the metrics.
 
-    `options` are the mode's knobs (gamma=4, window=5, tree=None, ngram=3, ngram_min=1, draft_threshold=None; those
+    `options` are the mode's knobs (gamma=4, window=5, tree=None, ngram=3, ngram_min=None (= ngram), draft_threshold=None; those
     the mode does not read are ignored); `trace` records per-round statistics (`RunResult.traces`).
     """
     if not prompts:

@@ -113,6 +113,9 @@ def check_gamma(knobs: dict) -> dict:
 
 
 def check_ngram(knobs: dict) -> dict:
+  """`ngram_min` None (the default) is `ngram`: only full-length matches propose."""
+  if knobs["ngram_min"] is None:
+    knobs = {**knobs, "ngram_min": knobs["ngram"]}
   if knobs["ngram"] < 1:
     raise SpecjaxError(f"ngram (tokens matched by lookup drafting) must be >= 1, got {knobs['ngram']}")
   if not 1 <= knobs["ngram_min"] <= knobs["ngram"]:

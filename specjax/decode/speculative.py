@@ -196,7 +196,8 @@ def _decode(
     L = st.length
     cur = jnp.take_along_axis(st.seq, L[:, None], axis=1)[:, 0]
     if hybrid:
-      found_tokens, found = lookup(st.seq, L, G, s.ngram, s.ngram_min)
+      found_tokens, match = lookup(st.seq, L, G, s.ngram)
+      found = match >= s.ngram_min
       d, draft_cache = draft(s, draft_params, st.draft_cache, st.seq, L, k_draft, width, active, skip=found)
       tokens = jnp.where(found[:, None], found_tokens, d.tokens)
       k = jnp.where(found, G, d.k)

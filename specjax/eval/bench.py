@@ -1,7 +1,7 @@
 """`specjax bench`: every (mode, gamma, threshold, temperature, batch size) on the same prompts, one record each.
 
 Modes come from the registry (`specjax.decode.modes`): a mode with a gamma knob runs once per gamma
-(and once per draft threshold when it has that knob), the others once; greedy-only modes are skipped
+(and once per draft threshold, and per ngram_min, when it has that knob), the others once; greedy-only modes are skipped
 at temperature > 0.
 
 Record fields: mode, gamma, window, ngram, ngram_min, draft_threshold, temperature, batch_size, prompts,
@@ -27,19 +27,25 @@ from specjax.decode.tree import TokenTree
 from specjax.errors import SpecjaxError
 
 
-def combinations(modes: Sequence[str], gammas: Sequence[int], thresholds: Sequence[float | None]) -> list[tuple]:
-  """(mode, gamma, threshold) in run order: `ar` first, then each asked mode over its own knobs."""
-  out = [("ar", None, None)]
+def combinations(
+  modes: Sequence[str],
+  gammas: Sequence[int],
+  thresholds: Sequence[float | None],
+  ngram_mins: Sequence[int | None] = (None,),
+) -> list[tuple]:
+  """(mode, gamma, threshold, ngram_min) in run order: `ar` first, then each asked mode over its own knobs."""
+  out = [("ar", None, None, None)]
   for name in modes:
     m = registry.get(name)
     if name == "ar":
       continue
     if not m.sweeps_gamma:
-      out.append((name, None, None))
+      out.append((name, None, None, None))
       continue
     for g in gammas:
       for t in thresholds if "draft_threshold" in m.knobs else [None]:
-        out.append((name, g, t))
+        for j in ngram_mins if "ngram_min" in m.knobs else [None]:
+          out.append((name, g, t, j))
   return out
 
 
@@ -54,7 +60,7 @@ def bench(
   *,
   window: int = 5,
   ngram: int = 3,
-  ngram_min: int = 1,
+  ngram_mins: Sequence[int | None] = (None,),
   thresholds: Sequence[float | None] = (None,),
   top_p: float = 1.0,
   top_k: int = 0,
@@ -72,6 +78,7 @@ def bench(
     raise SpecjaxError(f"{', '.join(m for m in modes if registry.get(m).sweeps_gamma)} need at least one gamma")
   if not thresholds:
     thresholds = (None,)
+  ngram_mins = ngram_mins or (None,)
   if repeat < 1:
     raise SpecjaxError(f"repeat must be >= 1, got {repeat}")
   for g in gammas:
@@ -83,7 +90,7 @@ def bench(
     for temperature in temperatures:
       sampling = SamplingConfig(temperature=temperature, top_p=top_p, top_k=top_k)
       ar_tps = None
-      for mode, gamma, threshold in combinations(modes, gammas, thresholds):
+      for mode, gamma, threshold, ngram_min in combinations(modes, gammas, thresholds, ngram_mins):
         m = registry.get(mode)
         if m.greedy_only and not sampling.greedy:
           log(f"skip {mode} at temperature {temperature}: greedy only")
@@ -113,7 +120,7 @@ def bench(
           "gamma": gamma,
           "window": window if "window" in m.knobs else None,
           "ngram": ngram if "ngram" in m.knobs else None,
-          "ngram_min": ngram_min if "ngram_min" in m.knobs else None,
+          "ngram_min": (ngram if ngram_min is None else ngram_min) if "ngram_min" in m.knobs else None,
           "draft_threshold": threshold,
           "temperature": temperature,
           "batch_size": batch_size,
@@ -149,7 +156,8 @@ def _fmt(x, spec=".2f"):
 def label(r: dict) -> str:
   """A record's mode and knobs, e.g. `spec gamma=4 thr=0.5`."""
   name = r["mode"] + (f" gamma={r['gamma']}" if r.get("gamma") else "")
-  return name + (f" thr={r['draft_threshold']:g}" if r.get("draft_threshold") is not None else "")
+  name += f" thr={r['draft_threshold']:g}" if r.get("draft_threshold") is not None else ""
+  return name + (f" nmin={r['ngram_min']}" if r.get("ngram_min") is not None else "")
 
 
 def _line(r: dict) -> str:
@@ -170,17 +178,13 @@ def plot(records: list[dict], path: str) -> None:
 
   fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
   swept = [r for r in records if r.get("gamma")]  # modes run once per gamma: a line each
-  groups = sorted(
-    {(r["mode"], r.get("draft_threshold"), r["temperature"], r["batch_size"]) for r in swept},
-    key=lambda g: (g[0], -1.0 if g[1] is None else g[1], g[2], g[3]),
-  )
-  for mode, thr, t, b in groups:
-    rs = [
-      r for r in swept if (r["mode"], r.get("draft_threshold"), r["temperature"], r["batch_size"]) == (mode, thr, t, b)
-    ]
-    rs.sort(key=lambda r: r["gamma"])
+  key = lambda r: (r["mode"], r.get("draft_threshold"), r.get("ngram_min"), r["temperature"], r["batch_size"])  # noqa: E731
+  groups = sorted({key(r) for r in swept}, key=lambda g: (g[0], -1.0 if g[1] is None else g[1], g[2] or 0, g[3], g[4]))
+  for group in groups:
+    mode, thr, nmin, t, b = group
+    rs = sorted((r for r in swept if key(r) == group), key=lambda r: r["gamma"])
     g = [r["gamma"] for r in rs]
-    name = mode + ("" if thr is None else f" thr={thr:g}")
+    name = mode + ("" if thr is None else f" thr={thr:g}") + ("" if nmin is None else f" nmin={nmin}")
     label_ = f"{name}, T={t}, B={b}"
     axes[0].plot(g, [r["block_efficiency"] or np.nan for r in rs], "o-", label=label_)
     axes[1].plot(g, [r["speedup_vs_ar"] or np.nan for r in rs], "o-", label=label_)

@@ -11,10 +11,13 @@ Model (ALGORITHMS.md section 1; every a_i is P(proposal i accepted | 1..i-1 acce
     E[tokens per round](gamma) = 1 + m * sum_{k=1..gamma} prod_{i<=k} a_i
     seconds per round(gamma)   = c_draft(first) + (gamma - 1) * c_draft(1) + c_target(gamma + 1)
 
-m is the share of rounds with a proposal (1 for `spec`; the match rate for `lookup`, which makes no
-draft calls and whose rounds without a match make a one-token call: seconds per round =
-m * c_target(gamma + 1) + (1 - m) * c_target(1) at batch size 1; at larger batches every round is
-taken as wide). A dynamic draft length (threshold t) is replayed on the traced rounds of the largest
+m is the share of rounds with a proposal (1 for `spec`). `lookup` makes no draft calls and is
+replayed on a traced run at the largest gamma that proposes from every match (ngram_min 1), which
+records each round's match length and how many of its gamma proposals were accepted: with
+`ngram_min` = j a round whose match is shorter than j emits one token, any other min(n, gamma) + 1,
+and the batch's call is gamma + 1 wide when one of its rows proposes, else one token wide; so every
+gamma and every ngram_min (1..ngram) is predicted from one run.
+A dynamic draft length (threshold t) is replayed on the traced rounds of the largest
 gamma: a row's draft length k is the number of its leading proposals with confidence >= t (0..gamma),
 it emits min(n, k) + 1 tokens (n = what it accepted of all gamma proposals), and the batch makes
 max_b min(k_b + 1, gamma) draft calls and one target call of width max_b k_b + 1.
@@ -114,6 +117,19 @@ def threshold_round(
   return float(np.mean(np.concatenate(tokens))), float(np.mean(np.concatenate(seconds)))
 
 
+def lookup_round(traces: list[dict[str, np.ndarray]], gamma: int, ngram_min: int, costs: Costs) -> tuple[float, float]:
+  """(E[tokens per round], seconds per round) of lookup with `gamma` and `ngram_min`, replayed on lookup
+  traces recorded at a gamma >= `gamma` with ngram_min 1 (see the module docstring)."""
+  tokens, seconds = [], []
+  for tr in traces:
+    m, n, active = tr["m"], tr["n"], tr["active"]
+    proposes = active & (m >= ngram_min)
+    tokens.append((np.where(proposes, np.minimum(n, gamma), 0) + 1)[active])
+    wide = proposes.any(axis=0)[active.any(axis=0)]  # one call per batched iteration
+    seconds.append(np.where(wide, costs.target[gamma + 1], costs.target[1]))
+  return float(np.mean(np.concatenate(tokens))), float(np.mean(np.concatenate(seconds)))
+
+
 def pruned_trees(sizes: Sequence[int] = TREE_SIZES) -> list[TokenTree]:
   """The default TR-Jacobi tree pruned to its retrieval chain plus the first m Medusa paths."""
   full = TokenTree.default()
@@ -152,7 +168,7 @@ def plan(
   measure: Sequence[int] = (),
   measure_thresholds: Sequence[float] = (),
   ngram: int = 3,
-  ngram_min: int = 1,
+  ngram_min: int | None = None,
   batch_size: int = 1,
   sampling: SamplingConfig = SamplingConfig(),
   seed: int = 0,
@@ -204,12 +220,13 @@ def plan(
   ar_pred = predicted_seconds(work, costs, 1.0, costs.target[1], draft=False)
   rows = []
 
-  def row(mode, gamma, tokens, seconds, draft, threshold=None, tree=None, measured=None):
+  def row(mode, gamma, tokens, seconds, draft, threshold=None, tree=None, measured=None, ngram_min=None):
     t = predicted_seconds(work, costs, tokens, seconds, draft)
     r = dict(
       mode=mode,
       gamma=gamma,
       draft_threshold=threshold,
+      ngram_min=ngram_min,
       tree_nodes=tree.num_nodes if tree is not None else None,
       tokens_per_round=tokens,
       seconds_per_round=seconds,
@@ -246,22 +263,18 @@ def plan(
         row("spec", g, tokens, seconds, True, threshold=t, measured=runs.get((g, t)))
 
   if "lookup" in modes:
-    log(f"measuring: lookup gamma={G}")
-    lk = dict(ngram=ngram, ngram_min=ngram_min)
-    runs = {G: engine.run(prompts, "lookup", gamma=G, **lk, **run_kw)}
+    log(f"measuring: lookup gamma={G} ngram_min=1 (traced)")
+    measured_min = ngram if ngram_min is None else ngram_min
+    runs = {(G, 1): engine.run(prompts, "lookup", gamma=G, ngram=ngram, ngram_min=1, trace=True, **run_kw)}
     for g in measure:
-      if g not in runs:
-        log(f"measuring: lookup gamma={g}")
-        runs[g] = engine.run(prompts, "lookup", gamma=g, **lk, **run_kw)
-    m = runs[G].metrics
-    rounds = m["target_calls"]
-    # Position 1 is reached in every round that proposed something (cut rounds aside).
-    matched = (m["drafted_tokens"] / G) / rounds if rounds else 0.0
+      if (g, measured_min) not in runs:
+        log(f"measuring: lookup gamma={g} ngram_min={measured_min}")
+        runs[(g, measured_min)] = engine.run(prompts, "lookup", gamma=g, ngram=ngram, ngram_min=measured_min, **run_kw)
+    traces = runs[(G, 1)].traces
     for g in sorted(gammas):
-      tokens = expected_tokens(m["per_position_acceptance"], g, matched)
-      wide = matched if batch_size == 1 else 1.0
-      seconds = wide * costs.target[g + 1] + (1 - wide) * costs.target[1]
-      row("lookup", g, tokens, seconds, False, measured=runs.get(g))
+      for j in range(1, ngram + 1):
+        tokens, seconds = lookup_round(traces, g, j, costs)
+        row("lookup", g, tokens, seconds, False, ngram_min=j, measured=runs.get((g, j)))
 
   if "tr-jacobi" in modes:
     log("measuring: tr-jacobi (default tree, traced)")
@@ -297,6 +310,8 @@ def setting(r: dict) -> str:
     parts.append(f"gamma={r['gamma']}")
   if r.get("draft_threshold") is not None:
     parts.append(f"thr={r['draft_threshold']:g}")
+  if r.get("ngram_min") is not None:
+    parts.append(f"nmin={r['ngram_min']}")
   if r.get("tree_nodes") is not None:
     parts.append(f"nodes={r['tree_nodes']}")
   return " ".join(parts)
