@@ -12,7 +12,9 @@ and the fraction of the floor reached, floor / call. `--scan` adds the training 
 which time the same as the real ones, so a machine without the checkpoint (an accelerator host) can
 be measured. `--dtype` casts weights and compute (float32 default; bfloat16 is the accelerator path).
 `--decode N` also times whole compiled `ar` decodes of the target (N new tokens per row, sampling at
-T=0.7, top-p 0.95, no EOS, compile excluded) at each batch size: tokens/s, and batch B's against batch 1's.
+T=0.7, top-p 0.95, no EOS, compile excluded) at each batch size: tokens/s, and batch B's against batch 1's;
+B prompts decoded as one block (`Engine.run`), and 4B prompts of random answer lengths (N/4..N) through
+B refilled rows (`Engine.stream`, what make-data runs), against batch 1 on the same 4B prompts.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import sys
 from pathlib import Path
 
 import jax
+import numpy as np
 
 from specjax.checkpoint.orbax_io import load_checkpoint
 from specjax.decode.engine import Engine
@@ -62,9 +65,10 @@ def _cast(cfg: ModelConfig, params: dict, dtype: str) -> tuple[ModelConfig, dict
 
 
 def _decode_rates(cfg: ModelConfig, params: dict, batches: list[int], prompt_len: int, new: int) -> list[dict]:
-  """Tokens/s of compiled `ar` sampling decodes, one per batch size (after a warm-up run)."""
+  """Tokens/s of compiled `ar` sampling, per batch size: B prompts as one block, and 4B prompts with
+  answers of random lengths through B refilled rows (EOS is simulated by per-prompt max_new_tokens)."""
   engine = Engine(cfg, params)
-  prompts = [[(7 * i + j) % cfg.vocab_size + 1 for j in range(prompt_len)] for i in range(max(batches))]
+  prompts = [[(7 * i + j) % cfg.vocab_size + 1 for j in range(prompt_len)] for i in range(4 * max(batches))]
   records = []
   print(f"{'ar decode':<18} {'B':>3} {'new':>4} {'tokens/s':>9} {'x B=1':>6}")
   for B in batches:
@@ -72,6 +76,26 @@ def _decode_rates(cfg: ModelConfig, params: dict, batches: list[int], prompt_len
       rate = engine.run(prompts[:B], "ar", max_new_tokens=new, sampling=SAMPLING, batch_size=B).metrics["tokens_per_s"]
     records.append(dict(model="target ar decode", batch=B, new_tokens=new, tokens_per_s=rate))
     print(f"{'ar decode':<18} {B:>3} {new:>4} {rate:>9.1f} {rate / records[0]['tokens_per_s']:>6.2f}")
+  return records + _stream_rates(engine, prompts, batches, new)
+
+
+def _stream_rates(engine: Engine, prompts: list[list[int]], batches: list[int], new: int) -> list[dict]:
+  """Refilled rows (`Engine.stream`) on 4B prompts whose answers end at random lengths in new/4..new,
+  B rows against one row on the same prompts."""
+  rng = np.random.default_rng(0)
+  records = []
+  print(f"{'refilled rows':<18} {'B':>3} {'new':>4} {'tokens/s':>9} {'x B=1':>6}   (4B answers of random length)")
+  for B in batches:
+    ps = prompts[: 4 * B]
+    ends = rng.integers(max(1, new // 4), new + 1, size=len(ps)).tolist()
+    rates = {}
+    for rows in sorted({1, B}):
+      for _ in range(2):  # the first run compiles and warms up
+        run = engine.stream(ps, max_new_tokens=new, per_prompt=ends, sampling=SAMPLING, batch_size=rows)
+        rates[rows] = run.metrics["tokens_per_s"]
+    records.append(dict(model="target refilled rows", batch=B, new_tokens=new, tokens_per_s=rates[B]))
+    records[-1]["vs_one_row"] = rates[B] / rates[1]
+    print(f"{'refilled rows':<18} {B:>3} {new:>4} {rates[B]:>9.1f} {rates[B] / rates[1]:>6.2f}")
   return records
 
 

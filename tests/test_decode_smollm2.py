@@ -64,8 +64,8 @@ def test_adaptive_modes_equal_autoregressive(setup):
   ar = engine.run(ids, "ar", max_new_tokens=32, batch_size=3)
   expect = [r.tokens for r in ar.rows]
   for mode, kw in [
-    ("lookup", {"gamma": 4}),
-    ("spec-lookup", {"gamma": 3}),
+    ("lookup", {"gamma": 4, "ngram_min": 1}),  # every match proposes: proposals within 32 tokens
+    ("spec-lookup", {"gamma": 3, "ngram_min": 1}),
     ("spec", {"gamma": 4, "draft_threshold": 0.5}),
   ]:
     run = engine.run(ids, mode, max_new_tokens=32, batch_size=3, **kw)

@@ -199,6 +199,71 @@ class Engine:
     self._compiled[key] = compiled
     return compiled, time.perf_counter() - t0
 
+  def stream(
+    self,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    sampling: SamplingConfig = SamplingConfig(),
+    batch_size: int = 16,
+    seed: int = 0,
+    per_prompt: Sequence[int] | None = None,
+  ) -> RunResult:
+    """Target-only sampling of every prompt with `batch_size` rows that are refilled as soon as their
+    answer ends (`specjax.decode.stream`): answers distributed as `run(..., "ar")`'s (identical when
+    greedy). One compiled call for the whole prompt list, padded to the length bucket of its longest
+    prompt; `per_prompt` optionally gives each prompt its own limit (at most `max_new_tokens`).
+    Metrics: new_tokens, steps ([B, 1] calls), refills, tokens_per_s, wall_s, compile_s."""
+    from specjax.decode.stream import stream
+
+    if not prompts:
+      raise SpecjaxError("no prompts to decode")
+    if batch_size < 1:
+      raise SpecjaxError(f"batch size must be >= 1, got {batch_size}")
+    limit = self.max_len - max_new_tokens
+    longest = max(len(p) for p in prompts)
+    if min(len(p) for p in prompts) == 0 or longest > limit:
+      raise SpecjaxError(
+        f"every prompt needs 1..{limit} tokens (max_new_tokens={max_new_tokens} of the model's "
+        f"{self.max_len} positions); got lengths {min(len(p) for p in prompts)}..{longest}"
+      )
+    limits = [max_new_tokens] * len(prompts) if per_prompt is None else [int(n) for n in per_prompt]
+    if len(limits) != len(prompts) or not all(1 <= n <= max_new_tokens for n in limits):
+      raise SpecjaxError(f"per_prompt needs one limit in 1..{max_new_tokens} per prompt")
+    bucket = bucket_length(longest, limit)
+    s = self.settings("ar", max_new_tokens, bucket, sampling)
+    Q = -(-len(prompts) // batch_size) * batch_size  # whole batches: one compile per batch count
+    queue = np.zeros((Q, bucket), np.int32)
+    lens = np.ones((Q,), np.int32)
+    max_new = np.zeros((Q,), np.int32)
+    for i, p in enumerate(prompts):
+      queue[i, : len(p)] = p
+      lens[i], max_new[i] = len(p), limits[i]
+    args = (self.target_params, jnp.asarray(queue), jnp.asarray(lens), jnp.asarray(max_new))
+    args += (jnp.int32(len(prompts)), jax.random.key(seed))
+    key = ("stream", s, Q, batch_size)
+    compile_s = 0.0
+    if key not in self._compiled:
+      t0 = time.perf_counter()
+      fn = jax.jit(stream, static_argnums=(0, 7))
+      self._compiled[key] = fn.lower(s, *args, batch_size).compile(self.compiler_options)
+      compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result = jax.device_get(jax.block_until_ready(self._compiled[key](*args)))
+    wall_s = time.perf_counter() - t0
+    n = np.asarray(result.out.n)
+    rows = [RowResult(tokens=[int(t) for t in result.out.tokens[i, : n[i]]], metrics={}) for i in range(len(prompts))]
+    new = int(n[: len(prompts)].sum())
+    metrics = dict(
+      new_tokens=new,
+      steps=int(result.steps),
+      refills=int(result.refills),
+      wall_s=wall_s,
+      compile_s=compile_s,
+      tokens_per_s=_ratio(new, wall_s),
+    )
+    return RunResult(rows=rows, metrics=metrics, compile_s=compile_s, wall_s=wall_s, batches=[], settings=s)
+
   def run(
     self,
     prompts: Sequence[Sequence[int]],
