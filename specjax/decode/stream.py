@@ -81,8 +81,7 @@ def stream(
   logits, cache = prefill(s.target, params, queue[:B], queue_lens[:B], s.cache_size, vocab)
   first = sampling.sample(k0, logits, s.sampling)
   row_item = jnp.where(jnp.arange(B) < num_items, jnp.arange(B), Q)
-  out, _ = commit(out, _scatter(first, row_item, Q), (row_item[:, None] == jnp.arange(Q)).any(0).astype(jnp.int32),
-                  max_new, s.eos_ids)  # fmt: skip
+  out, _ = commit(out, _scatter(first, row_item, Q), _served(row_item, Q), max_new, s.eos_ids)
   state = _State(
     cache=cache,
     cur=first,
@@ -104,8 +103,7 @@ def stream(
     key, k = jax.random.split(st.key)
     lg, row = prefill(s.target, params, queue[q][None], queue_lens[q][None], s.cache_size, vocab)
     tok = sampling.sample(k, lg, s.sampling)[0]
-    one = (jnp.arange(Q) == q).astype(jnp.int32)
-    out, _ = commit(st.out, jnp.full((Q, 1), tok), one, max_new, s.eos_ids)
+    out, _ = commit(st.out, jnp.full((Q, 1), tok), _served(q[None], Q), max_new, s.eos_ids)
     return st.replace(
       cache=_write_row(st.cache, row, r),
       cur=st.cur.at[r].set(tok),
@@ -125,8 +123,7 @@ def stream(
     logits, cache = forward(s.target, params, st.cur[:, None], lengths[:, None], st.cache, vocab_size=vocab)
     tok = sampling.sample(k, logits[:, 0], s.sampling)
     item = jnp.where(active, st.row_item, Q)
-    served = (item[:, None] == jnp.arange(Q)).any(0).astype(jnp.int32)
-    out, _ = commit(st.out, _scatter(tok, item, Q), served, max_new, s.eos_ids)
+    out, _ = commit(st.out, _scatter(tok, item, Q), _served(item, Q), max_new, s.eos_ids)
     return st.replace(
       cache=cache.rollback(jnp.where(active, lengths + 1, lengths)),
       cur=jnp.where(active, tok, st.cur),
@@ -137,6 +134,11 @@ def stream(
 
   state = jax.lax.while_loop(lambda st: ~jnp.all(st.out.done), body, state)
   return StreamResult(out=state.out, steps=state.steps, refills=state.refills)
+
+
+def _served(item: Int[Array, " B"], Q: int) -> Int[Array, " Q"]:
+  """1 for the queue entries some row serves (entries item == Q serve none), else 0: commit's counts."""
+  return (item[:, None] == jnp.arange(Q)).any(0).astype(jnp.int32)
 
 
 def _scatter(tokens: Int[Array, " B"], item: Int[Array, " B"], Q: int) -> Int[Array, "Q 1"]:
