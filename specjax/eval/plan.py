@@ -3,8 +3,10 @@
 Measurement (on the user's prompts, a few are enough): one `ar` run (the baseline and the number of
 new tokens per prompt), one run of each planned mode at the largest gamma (per-position acceptance
 a_i; for `spec` also a per-round trace of the draft's confidences; for `tr-jacobi` which tree nodes
-matched), and the cost of each model call that a plan would make (`specjax.eval.forward.call_costs`:
-target calls of every verification width, draft calls of 1 and 2 tokens, the prefills).
+matched), and the cost of each model call that a plan would make: target calls of every verification
+width w as the per-round time of a decode loop making exactly that call (`round_costs`: `ar` for w = 1,
+greedy `jacobi` with window w - 1, on one batch of the prompts, prefill subtracted), and draft calls of
+1 and 2 tokens, trees and prefills timed in a compiled loop of calls (`specjax.eval.forward.call_costs`).
 
 Model (ALGORITHMS.md section 1; every a_i is P(proposal i accepted | 1..i-1 accepted)):
 
@@ -26,8 +28,9 @@ plus the first m Medusa paths) keeps 1 + the deepest of its nodes that matched i
 for one target call as wide as the tree. Predicted time of the prompt set = the prefills + for each
 batch, max over its rows of (new tokens - 1) / E[tokens per round] rounds; speed-up = predicted
 time of `ar` / predicted time. Assumptions: acceptance does not depend on where rounds start (the
-traced rounds stand for those of other settings), the loop adds nothing to the model calls, and for
-smaller trees the candidates (which depend on the accepted path) are those of the default tree.
+traced rounds stand for those of other settings), a spec or lookup round's bookkeeping costs what a
+Jacobi round's does, and for smaller trees the candidates (which depend on the accepted path) are
+those of the default tree.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from specjax.decode import modes as registry
-from specjax.decode.engine import Engine, RunResult
+from specjax.decode.engine import Engine, RunResult, bucket_length
 from specjax.decode.sampling import SamplingConfig
 from specjax.decode.tree import MC_SIM_7B_63, TokenTree
 from specjax.errors import SpecjaxError
@@ -115,6 +118,32 @@ def threshold_round(
     draft = costs.draft[2] + (calls - 1) * costs.draft[1]
     seconds.append(draft + np.array([costs.target[int(w)] for w in width]))
   return float(np.mean(np.concatenate(tokens))), float(np.mean(np.concatenate(seconds)))
+
+
+def round_costs(
+  engine: Engine,
+  prompts: Sequence[Sequence[int]],
+  widths: Sequence[int],
+  max_new_tokens: int,
+  batch_size: int,
+  prefill: dict[int, float],
+  repeat: int = 2,
+) -> dict[int, float]:
+  """Seconds per round of a compiled decode loop whose every round makes one target call of width w:
+  `ar` for w = 1, greedy `jacobi` with window w - 1 otherwise, run on `prompts` with each batch's
+  prefill (`prefill[bucket]`, timed apart) subtracted; the fastest of `repeat` runs. The target's calls
+  are timed where the decoders pay them: a 2-token call timed alone in a compiled loop cost about what a
+  one-token call costs, but about 1.27x inside a decoder's loop on this project's CPU."""
+  out = {}
+  for w in widths:
+    mode, knobs = ("ar", {}) if w == 1 else ("jacobi", {"window": w - 1})
+    times = []
+    for _ in range(repeat):
+      run = engine.run(prompts, mode, max_new_tokens=max_new_tokens, batch_size=batch_size, **knobs)
+      rounds = max(1, sum(b["iterations"] for b in run.batches))
+      times.append((run.wall_s - sum(prefill[b["bucket"]] for b in run.batches)) / rounds)
+    out[w] = max(min(times), 1e-9)
+  return out
 
 
 def lookup_round(traces: list[dict[str, np.ndarray]], gamma: int, ngram_min: int, costs: Costs) -> tuple[float, float]:
@@ -204,7 +233,7 @@ def plan(
   S = max(buckets) + max_new_tokens + max(widths | tree_widths)
   fill = max(buckets) + max_new_tokens // 2
   log(f"measuring call costs: target widths {sorted(widths)}, tree widths {sorted(tree_widths)}")
-  costs = Costs(target=call_costs(engine.target_cfg, engine.target_params, batch_size, sorted(widths), fill, S, repeat))
+  costs = Costs(target={})
   if tree_widths:  # tree verification passes an explicit [B, T, T] mask
     tree_costs = call_costs(
       engine.target_cfg, engine.target_params, batch_size, sorted(tree_widths), fill, S, repeat, mask=True
@@ -212,6 +241,11 @@ def plan(
     costs.tree = tree_costs
   for b in buckets:
     costs.prefill_target[b] = call_costs(engine.target_cfg, engine.target_params, batch_size, [b], 0, S, repeat)[b]
+  sample, sample_new = prompts[:batch_size], min(max_new_tokens, 48)  # one batch times the verification widths
+  b = bucket_length(max(len(p) for p in sample), engine.max_len - sample_new)
+  if b not in costs.prefill_target:
+    costs.prefill_target[b] = call_costs(engine.target_cfg, engine.target_params, batch_size, [b], 0, S, repeat)[b]
+  costs.target = round_costs(engine, sample, sorted(widths), sample_new, batch_size, costs.prefill_target)
   if "spec" in modes:
     costs.draft = call_costs(engine.draft_cfg, engine.draft_params, batch_size, [1, 2], fill, S, repeat)
     for b in buckets:
