@@ -467,6 +467,7 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--temperature", type=float, default=0.0)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--repeat", type=int, default=5, help="timed calls per call cost (the median is kept)")
+  p.add_argument("--runs", type=int, default=2, help="runs per measured setting (the fastest is kept)")
   p.add_argument("--out", help="also write the plan as JSON")
 
 
@@ -501,6 +502,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     sampling=SamplingConfig(temperature=args.temperature),
     seed=args.seed,
     repeat=args.repeat,
+    runs_per_setting=args.runs,
     log=lambda line: print(line, file=sys.stderr, flush=True),
   )
   print(table(report))
