@@ -80,7 +80,7 @@ def test_plan_prints_predicted_beside_measured(ckpts, capsys, tmp_path):
   code, out, err = _run(
     capsys, "plan", "--target", ckpts["target"], "--draft", ckpts["draft"], "--prompts", ckpts["prompts"],
     "--modes", "spec,lookup", "--gamma", "1,2", "--draft-threshold", "0.5", "--measure", "1", "--max-new-tokens", 8,
-    "--repeat", 1, "--out", out_json,
+    "--repeat", 1, "--runs", 1, "--out", out_json,
   )  # fmt: skip
   assert code == 0, err
   assert "recommended:" in out and "meas x" in out

@@ -110,7 +110,7 @@ def test_plan_end_to_end():
   lines = []
   report = plan(
     eng, prompts([5, 9]), max_new_tokens=12, modes=("spec", "lookup", "tr-jacobi"), gammas=(1, 2), thresholds=(0.5,),
-    measure=(1,), measure_thresholds=(0.5,), repeat=1, log=lines.append,
+    measure=(1,), measure_thresholds=(0.5,), repeat=1, runs_per_setting=1, log=lines.append,
   )  # fmt: skip
   rows = report["rows"]
   keys = [(r["mode"], r["gamma"], r["draft_threshold"] or r["ngram_min"], r["tree_nodes"]) for r in rows]
