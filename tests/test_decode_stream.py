@@ -57,7 +57,9 @@ def test_stream_refusals(target):
     eng.stream([], max_new_tokens=4)
   with pytest.raises(SpecjaxError, match="batch size"):
     eng.stream(prompts([3]), max_new_tokens=4, batch_size=0)
-  with pytest.raises(SpecjaxError, match="needs 1.."):
+  with pytest.raises(SpecjaxError, match="prompt 0 is empty"):
     eng.stream([[]], max_new_tokens=4)
+  with pytest.raises(SpecjaxError, match="prompt 1 has 9 tokens"):
+    eng.stream(prompts([3, 9]), max_new_tokens=eng.max_len - 8)
   with pytest.raises(SpecjaxError, match="one limit in 1..4 per prompt"):
     eng.stream(prompts([3, 4]), max_new_tokens=4, per_prompt=[2, 5])

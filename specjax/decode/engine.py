@@ -199,6 +199,25 @@ class Engine:
     self._compiled[key] = compiled
     return compiled, time.perf_counter() - t0
 
+  def _check_prompts(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, batch_size: int) -> int:
+    """Refuse an empty prompt list, a batch size below 1 and a prompt that is empty or leaves no room for
+    `max_new_tokens`; return the longest prompt length allowed."""
+    if not prompts:
+      raise SpecjaxError("no prompts to decode")
+    if batch_size < 1:
+      raise SpecjaxError(f"batch size must be >= 1, got {batch_size}")
+    limit = self.max_len - max_new_tokens
+    for i, p in enumerate(prompts):
+      if len(p) == 0:
+        raise SpecjaxError(f"prompt {i} is empty; every prompt needs at least one token")
+      if len(p) > limit:
+        raise SpecjaxError(
+          f"prompt {i} has {len(p)} tokens; with max_new_tokens={max_new_tokens} it needs {len(p) + max_new_tokens} "
+          f"positions but the cache holds {self.max_len} (the model's max_position_embeddings); shorten the prompt "
+          "or lower --max-new-tokens"
+        )
+    return limit
+
   def stream(
     self,
     prompts: Sequence[Sequence[int]],
@@ -216,17 +235,8 @@ class Engine:
     Metrics: new_tokens, steps ([B, 1] calls), refills, tokens_per_s, wall_s, compile_s."""
     from specjax.decode.stream import stream
 
-    if not prompts:
-      raise SpecjaxError("no prompts to decode")
-    if batch_size < 1:
-      raise SpecjaxError(f"batch size must be >= 1, got {batch_size}")
-    limit = self.max_len - max_new_tokens
+    limit = self._check_prompts(prompts, max_new_tokens, batch_size)
     longest = max(len(p) for p in prompts)
-    if min(len(p) for p in prompts) == 0 or longest > limit:
-      raise SpecjaxError(
-        f"every prompt needs 1..{limit} tokens (max_new_tokens={max_new_tokens} of the model's "
-        f"{self.max_len} positions); got lengths {min(len(p) for p in prompts)}..{longest}"
-      )
     limits = [max_new_tokens] * len(prompts) if per_prompt is None else [int(n) for n in per_prompt]
     if len(limits) != len(prompts) or not all(1 <= n <= max_new_tokens for n in limits):
       raise SpecjaxError(f"per_prompt needs one limit in 1..{max_new_tokens} per prompt")
@@ -281,20 +291,7 @@ class Engine:
     `options` are the mode's knobs (gamma=4, window=5, tree=None, ngram=3, ngram_min=None (= ngram), draft_threshold=None; those
     the mode does not read are ignored); `trace` records per-round statistics (`RunResult.traces`).
     """
-    if not prompts:
-      raise SpecjaxError("no prompts to decode")
-    if batch_size < 1:
-      raise SpecjaxError(f"batch size must be >= 1, got {batch_size}")
-    limit = self.max_len - max_new_tokens
-    for i, p in enumerate(prompts):
-      if len(p) == 0:
-        raise SpecjaxError(f"prompt {i} is empty; every prompt needs at least one token")
-      if len(p) > limit:
-        raise SpecjaxError(
-          f"prompt {i} has {len(p)} tokens; with max_new_tokens={max_new_tokens} it needs {len(p) + max_new_tokens} "
-          f"positions but the cache holds {self.max_len} (the model's max_position_embeddings); shorten the prompt "
-          "or lower --max-new-tokens"
-        )
+    limit = self._check_prompts(prompts, max_new_tokens, batch_size)
     m = modes.get(mode)
     draft_params = self.draft_params if m.needs_draft else None
     # Similar lengths share a batch: little padding, and at most one partial batch.
