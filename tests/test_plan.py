@@ -143,7 +143,7 @@ def test_plan_refusals():
   eng = engine(model(tiny(), 0))
   with pytest.raises(SpecjaxError, match="needs a draft"):
     plan(eng, prompts([5]), max_new_tokens=4, modes=("spec",))
-  with pytest.raises(SpecjaxError, match="runs_per_setting must be >= 1"):
+  with pytest.raises(SpecjaxError, match=r"runs per measured setting \(--runs\) must be >= 1"):
     plan(eng, prompts([5]), max_new_tokens=4, modes=("lookup",), runs_per_setting=0)
   with pytest.raises(SpecjaxError, match="no model of 'jacobi'"):
     plan(eng, prompts([5]), max_new_tokens=4, modes=("jacobi",))

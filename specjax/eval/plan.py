@@ -212,7 +212,7 @@ def plan(
   if not gammas:
     raise SpecjaxError("plan needs at least one gamma")
   if runs_per_setting < 1:
-    raise SpecjaxError(f"runs_per_setting must be >= 1, got {runs_per_setting}")
+    raise SpecjaxError(f"runs per measured setting (--runs) must be >= 1, got {runs_per_setting}")
   if any(g < 1 for g in gammas):
     raise SpecjaxError(f"every gamma must be >= 1, got {list(gammas)}")
   modes = [m for m in modes if m != "ar"]
