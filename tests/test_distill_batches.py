@@ -2,8 +2,10 @@
 
 import datasets
 import numpy as np
+import pytest
 
 from specjax.data.distill_batches import ExampleBatches, empty_batch, fill_row, prompt_length
+from specjax.errors import SpecjaxError
 
 
 def _ds(n_prompts=6, per_prompt=3):
@@ -25,6 +27,17 @@ def test_fill_row_shifts_the_mask_to_the_predicting_position():
   np.testing.assert_array_equal(b["targets"][0], [2, 3, 4, 5, 0])
   np.testing.assert_array_equal(b["loss_mask"][0], [0, 1, 1, 1, 0])  # position 1 predicts the first response token
   assert prompt_length(b["response_mask"][0]) == 2 and prompt_length(b["response_mask"][1]) == 5
+
+
+def test_loss_on_all_counts_prompt_positions_too():
+  b = empty_batch(1, 8)
+  fill_row(b, 0, [1, 2, 3, 4, 5, 6], [0, 0, 0, 1, 1, 1], loss_on="all")
+  np.testing.assert_array_equal(b["loss_mask"][0], [1, 1, 1, 1, 1, 0, 0, 0])  # every next token in the row
+  np.testing.assert_array_equal(b["response_mask"][0], [0, 0, 0, 1, 1, 1, 0, 0])
+  data = ExampleBatches(_ds(), batch_size=4, seq_len=8, eval_examples=3, loss_on="all")
+  assert data.next()["loss_mask"].sum() == 4 * 5
+  with pytest.raises(SpecjaxError, match="loss_on must be response or all"):
+    ExampleBatches(_ds(), batch_size=4, seq_len=8, loss_on="prompt")
 
 
 def test_held_out_prompts_are_never_trained_on():

@@ -9,7 +9,13 @@ One example per row (no packing), right-padded to `seq_len` (longer examples are
     response_mask uint8 [B, T] 1 on the response tokens themselves (MSN noise; on-policy prompts end where it starts)
 
 So the KD losses count the distribution at position t when token t + 1 is part of the response (the
-first counted position is the last prompt token).
+first counted position is the last prompt token). `loss_on="all"` counts every position whose next token
+is in the row, prompt included: the teacher's distribution there is as much a training signal, and the
+step computes it anyway (useful when target answers are the scarce resource).
+
+`extras` (e.g. `specjax.train.teacher_cache.TeacherCache`) adds per-token arrays cached per row: an
+object with `fields` ({name: trailing shape}) and `row(r)` ({name: float32 [n, ...]}); each becomes a
+right-padded float32 [B, T, ...] batch entry (zeros past the row's end).
 
 The rows are split once (seeded) into a held-out part (about `eval_examples` rows: teacher-forced eval
 batches and the prompts for the real speculative-decoding measurements) and the training part, which is
@@ -39,7 +45,9 @@ def empty_batch(batch_size: int, seq_len: int) -> dict[str, np.ndarray]:
   }
 
 
-def fill_row(batch: dict[str, np.ndarray], i: int, tokens: Sequence[int], response_mask: Sequence[int]):
+def fill_row(
+  batch: dict[str, np.ndarray], i: int, tokens: Sequence[int], response_mask: Sequence[int], loss_on: str = "response"
+):
   """Write one example into row i of `batch` (truncated to the batch's length)."""
   T = batch["tokens"].shape[1]
   tok = np.asarray(tokens, np.int32)[:T]
@@ -51,7 +59,7 @@ def fill_row(batch: dict[str, np.ndarray], i: int, tokens: Sequence[int], respon
   batch["response_mask"][i] = 0
   batch["tokens"][i, :n] = tok
   batch["targets"][i, : n - 1] = tok[1:]
-  batch["loss_mask"][i, : n - 1] = resp[1:]
+  batch["loss_mask"][i, : n - 1] = resp[1:] if loss_on == "response" else 1
   batch["response_mask"][i, :n] = resp
 
 
@@ -75,7 +83,19 @@ def split_by_prompt(tokens, prompt_lens, n_eval: int, seed: int) -> tuple[np.nda
 class ExampleBatches:
   """Resumable batch iterator over a make-data dataset (the batch-iterator protocol of train.loop)."""
 
-  def __init__(self, ds, batch_size: int, seq_len: int, seed: int = 0, eval_examples: int = 32, eval_batches: int = 4):
+  def __init__(
+    self,
+    ds,
+    batch_size: int,
+    seq_len: int,
+    seed: int = 0,
+    eval_examples: int = 32,
+    eval_batches: int = 4,
+    extras=None,
+    loss_on: str = "response",
+  ):
+    if loss_on not in ("response", "all"):
+      raise SpecjaxError(f"data.loss_on must be response or all, got {loss_on!r}")
     n = len(ds)
     if n == 0:
       raise SpecjaxError("the distillation dataset is empty; rebuild it with `specjax make-data`")
@@ -89,11 +109,24 @@ class ExampleBatches:
     self.num_eval_batches = eval_batches
     self.batches = 0
     self._row = EpochShuffle(self.train_rows, seed)
+    self.extras, self.loss_on = extras, loss_on
+
+  def rows_read(self, steps: int) -> list[int]:
+    """Every row the first `steps` training batches and the eval batches read (what a cache must hold)."""
+    train = {self._row(k) for k in range(steps * self.batch_size)}
+    held = self.eval_rows[: self.num_eval_batches * self.batch_size]
+    return sorted(train | {int(r) for r in held})
 
   def _batch(self, rows: Sequence[int]) -> dict[str, np.ndarray]:
     batch = empty_batch(self.batch_size, self.seq_len)
     for i, r in enumerate(rows):
-      fill_row(batch, i, self.tokens[r], self.resp[r])
+      fill_row(batch, i, self.tokens[r], self.resp[r], self.loss_on)
+    if self.extras is not None:
+      for name, shape in self.extras.fields.items():
+        batch[name] = np.zeros((self.batch_size, self.seq_len, *shape), np.float32)
+      for i, r in enumerate(rows):
+        for name, x in self.extras.row(r).items():
+          batch[name][i, : len(x)] = x[: self.seq_len]
     return batch
 
   def next(self) -> dict[str, np.ndarray]:

@@ -479,6 +479,25 @@ class Llama(nn.Module):
     return logits.astype(jnp.float32)
 
 
+def head_logits(cfg: ModelConfig, params: dict, x: Float[Array, "... D"], ids=None) -> Float[Array, "... K"]:
+  """`Llama.head` from a parameter tree without running the model: float32 logits of final-normed hidden
+  states x, over the vocabulary columns `ids` only when given (e.g. a draft's reduced vocabulary; the
+  full vocabulary otherwise). For a full-vocabulary model (not a reduced-head draft)."""
+  if cfg.head_ids is not None:
+    raise SpecjaxError("head_logits reads a full-vocabulary head; this model has a reduced one")
+  cols = None if ids is None else jnp.asarray(ids, jnp.int32)
+  h = x.astype(cfg.compute_dtype)
+  if cfg.tie_embeddings:
+    table = params["embed_tokens"]["embedding"]  # [V, D]
+    rows = table if cols is None else jnp.take(table, cols, axis=0)
+    logits = jnp.einsum("...d,kd->...k", h, rows.astype(cfg.compute_dtype))
+  else:
+    kernel = params["lm_head"]["kernel"]  # [D, V]
+    kernel = kernel if cols is None else jnp.take(kernel, cols, axis=1)
+    logits = jnp.einsum("...d,dk->...k", h, kernel.astype(cfg.compute_dtype))
+  return logits.astype(jnp.float32)
+
+
 def decode_layout(cfg: ModelConfig, params: dict) -> tuple[ModelConfig, dict]:
   """The same model with the parameter layout XLA decodes fastest: one parameter set per layer instead
   of `nn.scan`'s stacked [L, ...] arrays, which XLA CPU slices on every layer of every call, and for a

@@ -8,7 +8,9 @@ The student (a pretrained drafter checkpoint) is trained teacher-forced on a mak
 from `specjax.losses.distill.LOSSES`; the teacher (the target that generated the data) runs inside the
 same jitted step as a frozen argument (never donated, never differentiated). AdaSPEC is two runs: a
 reference model (loss=fkl from the same pretrained drafter), then `loss=adaspec reference=REF/final`,
-whose reference params are a second frozen argument.
+whose reference params are a second frozen argument. An EAGLE student reads the teacher's features
+instead from a cache computed once per run (`eagle.cache`, `specjax.train.teacher_cache`): the step
+then runs only the target's head.
 
 Periodically (`spec_eval.every`, and at the end) the held-out prompts are decoded with the compiled
 speculative decoder (target + current drafter, gamma `spec_eval.gamma`, at each temperature of
@@ -47,6 +49,7 @@ class DistillDataConfig:
   eval_examples: int = 32  # held-out samples (teacher-forced eval + prompts for real decoding)
   eval_batches: int = 2
   seed: int = 0
+  loss_on: str = "response"  # response: positions predicting a response token; all: the prompt's too
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +76,7 @@ class EagleTrainConfig:
   feature_weight: float = 1.0  # weight of the smooth-L1 regression of the predicted next feature
   feature_noise: float = 0.0  # U(-a, a) noise added to the target features the draft reads (EAGLE: 0.1)
   steps: int = 1  # draft steps unrolled per position (training-time test): step j reads step j-1's prediction
+  cache: bool = True  # run the teacher once per row read (`specjax.train.teacher_cache`), not in every step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +122,7 @@ def make_distill_loss(student_cfg, target_cfg, loss: str, options: dict, eagle: 
   import jax.numpy as jnp
 
   from specjax.data.vocab_map import restrict_teacher
+  from specjax.models.llama import head_logits
   from specjax.models.registry import model_for
 
   fn = make_loss(loss, **options)
@@ -126,11 +131,12 @@ def make_distill_loss(student_cfg, target_cfg, loss: str, options: dict, eagle: 
   sampled = loss == "tvdpp" and options.get("norm") == "sampled"
   is_eagle = student_cfg.kind == "eagle"
 
-  def _eagle_unrolled(params, tokens, positions, mask, t_logits, feats, rng):
+  def _eagle_unrolled(params, tokens, positions, mask, teacher_arrays, feats, rng):
     """The draft's J = eagle.steps unrolled steps in one call (`specjax.models.eagle.unrolled_mask`):
     step j (0-based) at index t reads (step j-1's predicted feature, or f_t for j = 0, x_{t+j+1}) and is
     scored against the teacher at t+j+1. Returns student logits, predicted features and the matching
-    teacher logits, true features and loss mask, steps concatenated along the length axis."""
+    teacher arrays (a tuple of [B, T, ...]), true features and loss mask, steps concatenated along the
+    length axis."""
     from specjax.models.eagle import unrolled_mask
 
     J, T = eagle.steps, tokens.shape[1] - eagle.steps
@@ -154,28 +160,42 @@ def make_distill_loss(student_cfg, target_cfg, loss: str, options: dict, eagle: 
       if j + 1 < J:
         ins = jnp.concatenate([ins, jax.lax.stop_gradient(g[:, j * T :])], axis=1)
     pick = lambda x: jnp.concatenate([x[:, j + 1 : j + 1 + T] for j in range(J)], axis=1)  # noqa: E731
-    return s_logits, g, pick(t_logits), pick(feats), pick(mask)
+    return s_logits, g, tuple(pick(x) for x in teacher_arrays), pick(feats), pick(mask)
+
+  def teacher_outputs(batch, frozen):
+    """(logits over the draft's columns, full-vocabulary log-sum-exp or None, features or None); from the
+    teacher cache's features by the target's head alone when the batch carries them."""
+    tokens, positions = batch["tokens"], batch["positions"]
+    if "features" in batch:
+      feats = batch["features"]
+      return head_logits(target_cfg, frozen["target"], feats, head_ids), batch["teacher_lse"], feats
+    if is_eagle:
+      t_logits, _, feats = teacher.apply({"params": frozen["target"]}, tokens, positions, return_features=True)
+    else:
+      (t_logits, _), feats = teacher.apply({"params": frozen["target"]}, tokens, positions), None
+    lse = None if head_ids is None else jax.nn.logsumexp(t_logits.astype(jnp.float32), axis=-1)
+    return restrict_teacher(t_logits, head_ids), lse, feats
 
   def loss_fn(params, batch, rng, frozen):
     tokens, positions, mask = batch["tokens"], batch["positions"], batch["loss_mask"]
     feature_loss = None
+    t_logits, t_lse, feats = teacher_outputs(batch, frozen)
     if is_eagle:
-      t_logits, _, feats = teacher.apply({"params": frozen["target"]}, tokens, positions, return_features=True)
-      s_logits, g, t_logits, feats, mask = _eagle_unrolled(params, tokens, positions, mask, t_logits, feats, rng)
+      arrays = (t_logits,) if t_lse is None else (t_logits, t_lse)
+      s_logits, g, arrays, feats, mask = _eagle_unrolled(params, tokens, positions, mask, arrays, feats, rng)
+      t_logits, t_lse = arrays[0], (None if t_lse is None else arrays[1])
       m = mask.astype(jnp.float32)
       err = jnp.abs(g.astype(jnp.float32) - feats.astype(jnp.float32))
       smooth = jnp.where(err < 1.0, 0.5 * err * err, err - 0.5).mean(axis=-1)
       feature_loss = jnp.sum(smooth * m) / jnp.maximum(jnp.sum(m), 1.0)
     else:
       s_logits, _ = student.apply({"params": params}, tokens, positions)
-      t_logits, _ = teacher.apply({"params": frozen["target"]}, tokens, positions)
     full = None
     if head_ids is not None:  # the true acceptance: sum over the K tokens of min(p, q), p over all tokens
-      p_in = restrict_teacher(jax.nn.softmax(t_logits.astype(jnp.float32), axis=-1), head_ids)
+      p_in = jnp.exp(t_logits.astype(jnp.float32) - t_lse[..., None])
       both = jnp.minimum(jax.lax.stop_gradient(jax.nn.softmax(s_logits.astype(jnp.float32), axis=-1)), p_in)
       m = mask.astype(jnp.float32)
       full = jnp.sum(jnp.sum(both, axis=-1) * m) / jnp.maximum(jnp.sum(m), 1.0)
-    t_logits = restrict_teacher(t_logits, head_ids)
     extra = {}
     if loss == "adaspec":
       extra["reference_logits"], _ = student.apply({"params": frozen["reference"]}, tokens, positions)
@@ -330,8 +350,26 @@ def distill(cfg: DistillConfig, out: str | Path, stop_at: int | None = None) -> 
 
   trainer.check_run_config(cfg)
   data = ExampleBatches(
-    ds, cfg.data.batch_size, cfg.data.seq_len, cfg.data.seed, cfg.data.eval_examples, cfg.data.eval_batches
+    ds,
+    cfg.data.batch_size,
+    cfg.data.seq_len,
+    cfg.data.seed,
+    cfg.data.eval_examples,
+    cfg.data.eval_batches,
+    loss_on=cfg.data.loss_on,
   )
+  if s_cfg.kind == "eagle" and cfg.eagle.cache:
+    from specjax.train.teacher_cache import TeacherCache
+
+    data.extras = TeacherCache.build(
+      out / "teacher_cache",
+      t_cfg,
+      target.params,
+      data.tokens,
+      data.rows_read(cfg.steps),
+      cfg.data.seq_len,
+      meta["target"]["fingerprint"],
+    )
   tokenizer = load_tokenizer(target_path)
   eos_ids = tuple({int(e) for e in (tokenizer.eos_token_id, t_cfg.eos_token_id) if e is not None})
 

@@ -87,7 +87,13 @@ def msn_train(cfg: MsnConfig, out: str | Path, stop_at: int | None = None) -> Lo
   trainer = Trainer(cfg, out, batch_size=cfg.data.batch_size, stop_at=stop_at)
   trainer.check_run_config(cfg)
   data = ExampleBatches(
-    ds, cfg.data.batch_size, cfg.data.seq_len, cfg.data.seed, cfg.data.eval_examples, cfg.data.eval_batches
+    ds,
+    cfg.data.batch_size,
+    cfg.data.seq_len,
+    cfg.data.seed,
+    cfg.data.eval_examples,
+    cfg.data.eval_batches,
+    loss_on=cfg.data.loss_on,
   )
   tokenizer = load_tokenizer(cfg.model)
   trainer.set_objective(mcfg, make_msn_loss(mcfg, cfg.span))

@@ -58,6 +58,7 @@ class TrainerConfig:
 def check_run_config(out: Path, record: dict) -> None:
   """Write `out/run_config.json`, or refuse a folder that holds a run with another config."""
   path = out / "run_config.json"
+  record = json.loads(json.dumps(record))  # as it reads back (tuples become lists)
   if path.is_file():
     saved = json.loads(path.read_text())
     if saved != record:
