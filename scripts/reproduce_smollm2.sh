@@ -14,8 +14,9 @@
 # Every stage is skipped when its output exists, so a rerun resumes (training runs resume from checkpoints).
 # Knobs (environment): PY (python), BUDGET, K (draft vocabulary size), and the per-stage numbers below.
 # DRAFTER=eagle trains an EAGLE-style draft instead (`specjax eagle-init`: one layer over the target's
-# features, the same reduced head), distilled for EAGLE_STEPS steps with eagle.steps=3 unrolled draft
-# steps, and benches `--mode eagle`; use a fresh OUT (or keep the target and data and remove the rest).
+# features, the same reduced head), distilled for EAGLE_STEPS steps from the teacher cache (the target
+# runs once per training row, not once per step) with the loss on every position (data.loss_on=all),
+# and benches `--mode eagle`; use a fresh OUT (or keep the target and data and remove the rest).
 set -euo pipefail
 OUT=${1:?usage: reproduce_smollm2.sh OUT}
 PY=${PY:-python}
@@ -36,7 +37,7 @@ fi
 DRAFTER=${DRAFTER:-independent}
 case "$DRAFTER" in
   independent) MODE=spec ;;
-  eagle) MODE=eagle; EAGLE_STEPS=${EAGLE_STEPS:-$([ "$BUDGET" = short ] && echo 100 || echo 600)} ;;
+  eagle) MODE=eagle; EAGLE_STEPS=${EAGLE_STEPS:-$([ "$BUDGET" = short ] && echo 300 || echo 1500)} ;;
   *) echo "DRAFTER must be independent or eagle, got $DRAFTER" >&2; exit 2 ;;
 esac
 K=${K:-8192}
@@ -58,11 +59,11 @@ if [ "$DRAFTER" = eagle ]; then
   stage "4/7 an EAGLE-style draft for the target (one layer over its features, reduced head)"
   [ -d "$OUT/eagle0" ] || $SJ eagle-init "$OUT/target" --map "$OUT/vocab.json" --out "$OUT/eagle0"
 
-  stage "5/7 distil it on the target's features (FKL + feature regression, 3 unrolled steps, $EAGLE_STEPS steps)"
+  stage "5/7 distil it on the target's cached features (FKL + feature regression, every position, $EAGLE_STEPS steps)"
   [ -d "$OUT/kd/final" ] || $SJ distill --config configs/distill/fkl.yaml --out "$OUT/kd" --steps "$EAGLE_STEPS" \
     target="$OUT/target" student="$OUT/eagle0" data.path="$OUT/data" data.seq_len=256 data.batch_size=8 \
-    data.eval_examples=16 data.eval_batches=1 optim.lr=1e-3 optim.warmup_steps=5 checkpoint.every=25 \
-    logging.eval_every=0 spec_eval.every=-1 eagle.steps=3
+    data.eval_examples=32 data.eval_batches=2 data.loss_on=all optim.lr=1e-3 optim.warmup_steps=10 \
+    checkpoint.every=100 logging.eval_every=100 spec_eval.every=-1
 else
   stage "4/7 pretrain the drafter on the target's answers (reduced head, $PRE_STEPS steps)"
   [ -d "$OUT/pre/final" ] || $SJ pretrain --config configs/pretrain/drafter-s.yaml --out "$OUT/pre" --steps "$PRE_STEPS" \

@@ -36,6 +36,7 @@ def test_loss_on_all_counts_prompt_positions_too():
   np.testing.assert_array_equal(b["response_mask"][0], [0, 0, 0, 1, 1, 1, 0, 0])
   data = ExampleBatches(_ds(), batch_size=4, seq_len=8, eval_examples=3, loss_on="all")
   assert data.next()["loss_mask"].sum() == 4 * 5
+  assert data.eval_batches()[0]["loss_mask"].sum() == 3 * 3  # held-out rows: response positions only
   with pytest.raises(SpecjaxError, match="loss_on must be response or all"):
     ExampleBatches(_ds(), batch_size=4, seq_len=8, loss_on="prompt")
 

@@ -11,7 +11,8 @@ One example per row (no packing), right-padded to `seq_len` (longer examples are
 So the KD losses count the distribution at position t when token t + 1 is part of the response (the
 first counted position is the last prompt token). `loss_on="all"` counts every position whose next token
 is in the row, prompt included: the teacher's distribution there is as much a training signal, and the
-step computes it anyway (useful when target answers are the scarce resource).
+step computes it anyway (useful when target answers are the scarce resource). Held-out batches count
+the response's positions alone either way.
 
 `extras` (e.g. `specjax.train.teacher_cache.TeacherCache`) adds per-token arrays cached per row: an
 object with `fields` ({name: trailing shape}) and `row(r)` ({name: float32 [n, ...]}); each becomes a
@@ -117,10 +118,10 @@ class ExampleBatches:
     held = self.eval_rows[: self.num_eval_batches * self.batch_size]
     return sorted(train | {int(r) for r in held})
 
-  def _batch(self, rows: Sequence[int]) -> dict[str, np.ndarray]:
+  def _batch(self, rows: Sequence[int], loss_on: str | None = None) -> dict[str, np.ndarray]:
     batch = empty_batch(self.batch_size, self.seq_len)
     for i, r in enumerate(rows):
-      fill_row(batch, i, self.tokens[r], self.resp[r], self.loss_on)
+      fill_row(batch, i, self.tokens[r], self.resp[r], loss_on or self.loss_on)
     if self.extras is not None:
       for name, shape in self.extras.fields.items():
         batch[name] = np.zeros((self.batch_size, self.seq_len, *shape), np.float32)
@@ -148,14 +149,15 @@ class ExampleBatches:
     self.batches = int(state["batches"])
 
   def eval_batches(self) -> list[dict[str, np.ndarray]]:
-    """Fixed batches of held-out rows (the last one padded with fully masked rows)."""
+    """Fixed batches of held-out rows (the last one padded with fully masked rows). They always count
+    the response's positions alone, what a draft meets when it decodes, whatever `loss_on` trains on."""
     rows = [int(r) for r in self.eval_rows]
     out = []
     for b in range(self.num_eval_batches):
       chunk = rows[b * self.batch_size : (b + 1) * self.batch_size]
       if not chunk:
         break
-      out.append(self._batch(chunk))
+      out.append(self._batch(chunk, "response"))
     return out
 
   def eval_prompts(self, limit: int) -> list[list[int]]:
