@@ -112,6 +112,11 @@ class ExampleBatches:
     self._row = EpochShuffle(self.train_rows, seed)
     self.extras, self.loss_on = extras, loss_on
 
+  @classmethod
+  def from_config(cls, ds, cfg) -> ExampleBatches:
+    """The batches a run's `data` section (`specjax.train.distill.DistillDataConfig`) asks for."""
+    return cls(ds, cfg.batch_size, cfg.seq_len, cfg.seed, cfg.eval_examples, cfg.eval_batches, loss_on=cfg.loss_on)
+
   def rows_read(self, steps: int) -> list[int]:
     """Every row the first `steps` training batches and the eval batches read (what a cache must hold)."""
     train = {self._row(k) for k in range(steps * self.batch_size)}

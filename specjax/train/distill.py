@@ -349,15 +349,7 @@ def distill(cfg: DistillConfig, out: str | Path, stop_at: int | None = None) -> 
     frozen["reference"] = load_checkpoint(cfg.reference, shardings=frozen_sh["reference"], config=s_cfg).params
 
   trainer.check_run_config(cfg)
-  data = ExampleBatches(
-    ds,
-    cfg.data.batch_size,
-    cfg.data.seq_len,
-    cfg.data.seed,
-    cfg.data.eval_examples,
-    cfg.data.eval_batches,
-    loss_on=cfg.data.loss_on,
-  )
+  data = ExampleBatches.from_config(ds, cfg.data)
   if s_cfg.kind == "eagle" and cfg.eagle.cache:
     from specjax.train.teacher_cache import TeacherCache
 

@@ -86,15 +86,7 @@ def msn_train(cfg: MsnConfig, out: str | Path, stop_at: int | None = None) -> Lo
   ds, meta = load_distill_data(cfg.data.path)
   trainer = Trainer(cfg, out, batch_size=cfg.data.batch_size, stop_at=stop_at)
   trainer.check_run_config(cfg)
-  data = ExampleBatches(
-    ds,
-    cfg.data.batch_size,
-    cfg.data.seq_len,
-    cfg.data.seed,
-    cfg.data.eval_examples,
-    cfg.data.eval_batches,
-    loss_on=cfg.data.loss_on,
-  )
+  data = ExampleBatches.from_config(ds, cfg.data)
   tokenizer = load_tokenizer(cfg.model)
   trainer.set_objective(mcfg, make_msn_loss(mcfg, cfg.span))
   trainer.add_eval(data.eval_batches(), loss_fn=make_clean_loss(mcfg))
