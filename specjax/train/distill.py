@@ -135,8 +135,8 @@ def make_distill_loss(student_cfg, target_cfg, loss: str, options: dict, eagle: 
     """The draft's J = eagle.steps unrolled steps in one call (`specjax.models.eagle.unrolled_mask`):
     step j (0-based) at index t reads (step j-1's predicted feature, or f_t for j = 0, x_{t+j+1}) and is
     scored against the teacher at t+j+1. Returns student logits, predicted features and the matching
-    teacher arrays (a tuple of [B, T, ...]), true features and loss mask, steps concatenated along the
-    length axis."""
+    teacher arrays (a tuple of [B, T, ...] or None), true features and loss mask, steps concatenated
+    along the length axis."""
     from specjax.models.eagle import unrolled_mask
 
     J, T = eagle.steps, tokens.shape[1] - eagle.steps
@@ -159,7 +159,10 @@ def make_distill_loss(student_cfg, target_cfg, loss: str, options: dict, eagle: 
       )
       if j + 1 < J:
         ins = jnp.concatenate([ins, jax.lax.stop_gradient(g[:, j * T :])], axis=1)
-    pick = lambda x: jnp.concatenate([x[:, j + 1 : j + 1 + T] for j in range(J)], axis=1)  # noqa: E731
+
+    def pick(x):  # each step's positions t+j+1, steps concatenated
+      return None if x is None else jnp.concatenate([x[:, j + 1 : j + 1 + T] for j in range(J)], axis=1)
+
     return s_logits, g, tuple(pick(x) for x in teacher_arrays), pick(feats), pick(mask)
 
   def teacher_outputs(batch, frozen):
@@ -181,9 +184,9 @@ def make_distill_loss(student_cfg, target_cfg, loss: str, options: dict, eagle: 
     feature_loss = None
     t_logits, t_lse, feats = teacher_outputs(batch, frozen)
     if is_eagle:
-      arrays = (t_logits,) if t_lse is None else (t_logits, t_lse)
-      s_logits, g, arrays, feats, mask = _eagle_unrolled(params, tokens, positions, mask, arrays, feats, rng)
-      t_logits, t_lse = arrays[0], (None if t_lse is None else arrays[1])
+      s_logits, g, (t_logits, t_lse), feats, mask = _eagle_unrolled(
+        params, tokens, positions, mask, (t_logits, t_lse), feats, rng
+      )
       m = mask.astype(jnp.float32)
       err = jnp.abs(g.astype(jnp.float32) - feats.astype(jnp.float32))
       smooth = jnp.where(err < 1.0, 0.5 * err * err, err - 0.5).mean(axis=-1)

@@ -93,8 +93,12 @@ class TeacherCache:
     feats = np.lib.format.open_memmap(folder / "features.npy", "w+", np.float32, (total, cfg.hidden_size))
     lse = np.lib.format.open_memmap(folder / "teacher_lse.npy", "w+", np.float32, (total,))
     t0 = time.perf_counter()
+    run = _teacher_fn(cfg)  # compiles once per padded length; dropped with its executables on return
     for length, idx in _buckets(lengths, seq_len, batch_size):
-      f, z = _teacher_pass(cfg, params, [seqs[i] for i in idx], length, batch_size)
+      tokens = np.zeros((batch_size, length), np.int32)
+      for j, i in enumerate(idx):
+        tokens[j, : lengths[i]] = seqs[i]
+      f, z = (np.asarray(a) for a in run(params, tokens))
       for j, i in enumerate(idx):
         n = lengths[i]
         feats[offsets[i] : offsets[i] + n] = f[j, :n]
@@ -109,35 +113,23 @@ class TeacherCache:
 
 def _buckets(lengths: np.ndarray, seq_len: int, batch_size: int):
   """(padded length, row indices) batches: rows sorted by length, each batch padded to a multiple of
-  BUCKET (at most seq_len), so each padded length compiles once."""
+  BUCKET (at most seq_len), so there are few padded lengths to compile."""
   order = np.argsort(lengths, kind="stable")
   for k in range(0, len(order), batch_size):
     idx = order[k : k + batch_size]
     yield min(seq_len, -(-int(lengths[idx].max()) // BUCKET) * BUCKET), idx
 
 
-_PASS = {}
-
-
-def _teacher_pass(cfg, params, seqs: list[np.ndarray], length: int, batch_size: int):
-  """The teacher's features [B, L, D] and full-vocabulary log-sum-exp [B, L] of right-padded rows."""
+def _teacher_fn(cfg):
+  """jit((params, tokens [B, L]) -> (features float32 [B, L, D], full-vocabulary log-sum-exp [B, L]))."""
   import jax
   import jax.numpy as jnp
 
   from specjax.models.registry import model_for
 
-  key = (cfg, length, batch_size)
-  if key not in _PASS:
+  def run(p, tokens):
+    positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
+    logits, _, feats = model_for(cfg).apply({"params": p}, tokens, positions, return_features=True)
+    return feats.astype(jnp.float32), jax.nn.logsumexp(logits.astype(jnp.float32), axis=-1)
 
-    def run(p, tokens):
-      positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
-      logits, _, feats = model_for(cfg).apply({"params": p}, tokens, positions, return_features=True)
-      return feats.astype(jnp.float32), jax.nn.logsumexp(logits.astype(jnp.float32), axis=-1)
-
-    _PASS.clear()  # one compiled length at a time: buckets come in increasing order
-    _PASS[key] = jax.jit(run)
-  tokens = np.zeros((batch_size, length), np.int32)
-  for j, s in enumerate(seqs):
-    tokens[j, : len(s)] = s
-  f, z = _PASS[key](params, tokens)
-  return np.asarray(f), np.asarray(z)
+  return jax.jit(run)
