@@ -70,3 +70,18 @@ def word_generator(vocab_lo: int = 5, vocab_hi: int = 50, length: int = 12, eos:
     return out
 
   return generate
+
+
+def word_data(target: Path, root: Path, num_samples: int, length: int, **kw) -> Path:
+  """A make-data dataset at root/data: the stand-in word sampler's answers to PROMPTS."""
+  from specjax.data.distill_data import make_data
+
+  return make_data(
+    target,
+    str(prompts_file(root)),
+    root / "data",
+    num_samples=num_samples,
+    check_eval=False,
+    generate=word_generator(length=length),
+    **kw,
+  )

@@ -7,13 +7,13 @@ import datasets
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from align_helpers import prompts_file, tiny_checkpoint, word_generator
+from align_helpers import tiny_checkpoint, word_data
 
 from specjax.checkpoint.orbax_io import load_checkpoint
 from specjax.cli import main
 from specjax.config import load_config
 from specjax.data.distill_batches import ExampleBatches
-from specjax.data.distill_data import META_FILE, _features, load_distill_data, make_data
+from specjax.data.distill_data import META_FILE, _features, load_distill_data
 from specjax.errors import SpecjaxError
 from specjax.losses.distill import fkl
 from specjax.models.llama import Llama
@@ -27,15 +27,7 @@ def pair(tmp_path_factory):
   root = tmp_path_factory.mktemp("kd")
   target = tiny_checkpoint(root / "target", seed=0, init_scale=0.5, bigram=True)  # sharp, learnable teacher
   student = tiny_checkpoint(root / "student", seed=1, init_scale=0.02)  # near-uniform drafter
-  data = make_data(
-    target,
-    str(prompts_file(root)),
-    root / "data",
-    num_samples=32,
-    shard_size=16,
-    check_eval=False,
-    generate=word_generator(length=32),
-  )
+  data = word_data(target, root, num_samples=32, length=32, shard_size=16)
   return {"root": root, "target": target, "student": student, "data": data}
 
 

@@ -6,12 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from align_helpers import prompts_file, tiny_checkpoint, word_generator
+from align_helpers import tiny_checkpoint, word_data
 
 from specjax.checkpoint.orbax_io import load_checkpoint
 from specjax.cli import main
 from specjax.data.distill_batches import ExampleBatches
-from specjax.data.distill_data import load_distill_data, make_data
+from specjax.data.distill_data import load_distill_data
 from specjax.data.noise import make_some_noise
 from specjax.losses.lm import cross_entropy
 from specjax.models.llama import Llama
@@ -22,9 +22,7 @@ from specjax.train.msn import make_clean_loss, make_msn_loss
 def setup(tmp_path_factory):
   root = tmp_path_factory.mktemp("msn")
   model = tiny_checkpoint(root / "model", seed=0, init_scale=0.2)
-  data = make_data(
-    model, str(prompts_file(root)), root / "data", num_samples=24, check_eval=False, generate=word_generator(length=20)
-  )
+  data = word_data(model, root, num_samples=24, length=20)
   return root, model, data
 
 

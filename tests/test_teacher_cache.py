@@ -6,13 +6,13 @@ import json
 import jax
 import numpy as np
 import pytest
-from align_helpers import prompts_file, tiny_checkpoint, word_generator
+from align_helpers import tiny_checkpoint, word_data
 
 from specjax.checkpoint.orbax_io import load_checkpoint
 from specjax.cli import main
 from specjax.config import load_config
 from specjax.data.distill_batches import ExampleBatches
-from specjax.data.distill_data import load_distill_data, make_data
+from specjax.data.distill_data import load_distill_data
 from specjax.train import teacher_cache
 from specjax.train.distill import DistillConfig, EagleTrainConfig, distill, make_distill_loss
 from specjax.train.teacher_cache import TeacherCache
@@ -22,15 +22,7 @@ from specjax.train.teacher_cache import TeacherCache
 def setup(tmp_path_factory):
   root = tmp_path_factory.mktemp("cache")
   target = tiny_checkpoint(root / "target", seed=0, init_scale=0.5)
-  data = make_data(
-    target,
-    str(prompts_file(root)),
-    root / "data",
-    num_samples=24,
-    shard_size=12,
-    check_eval=False,
-    generate=word_generator(length=40),
-  )
+  data = word_data(target, root, num_samples=24, length=40, shard_size=12)
   vocab = root / "vocab.json"
   assert main(["vocab-map", "--data", str(data), "--size", "30", "--out", str(vocab)]) == 0
   draft = root / "eagle0"
@@ -96,7 +88,7 @@ def test_cache_is_reused_and_rebuilt_when_stale(setup, tmp_path, monkeypatch):
     raise AssertionError("the teacher ran again")
 
   with monkeypatch.context() as m:
-    m.setattr(teacher_cache, "_teacher_pass", boom)
+    m.setattr(teacher_cache, "_teacher_fn", boom)
     _, again, _ = _cache(setup, folder)  # the same rows, target and seq_len: read back
   np.testing.assert_array_equal(again.features, first.features)
   _, longer, _ = _cache(setup, folder, seq_len=64)  # another seq_len: rebuilt
