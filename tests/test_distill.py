@@ -137,6 +137,12 @@ def test_cli_prints_the_error_without_traceback(pair, tmp_path, capsys):
   assert np.isfinite(_expected_acceptance(pair["student"], pair))
 
 
+def test_bad_data_settings_are_refused_before_the_run_folder_is_written(pair, tmp_path):
+  with pytest.raises(SpecjaxError, match="data.loss_on must be response or all"):
+    distill(_cfg(pair, "data.loss_on=prompt"), tmp_path / "bad")
+  assert not (tmp_path / "bad").exists()
+
+
 def test_real_speculative_measurements_and_on_policy_mixing(pair, tmp_path):
   from specjax.train.distill import OnPolicy, OnPolicyConfig
 

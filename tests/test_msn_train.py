@@ -60,6 +60,10 @@ def test_msn_train_cli_end_to_end(setup, msn_run, capsys):
   assert meta["source"] == "specjax msn-train" and meta["span"] == 3
   assert main(["msn-train", "--config", "configs/msn/tiny.yaml", "--out", str(root / "bad"), f"model={model}"]) == 2
   assert "data.path is not set" in capsys.readouterr().err
+  bad = ["msn-train", "--config", "configs/msn/tiny.yaml", "--out", str(root / "bad2"), f"model={model}"]
+  assert main(bad + [f"data.path={setup[2]}", "data.loss_on=prompt"]) == 2
+  assert "data.loss_on must be response or all" in capsys.readouterr().err
+  assert not (root / "bad2").exists()  # refused before the run folder is written
 
 
 def test_msn_model_decodes_with_jacobi_and_tr_jacobi(msn_run):

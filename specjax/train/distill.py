@@ -336,6 +336,7 @@ def distill(cfg: DistillConfig, out: str | Path, stop_at: int | None = None) -> 
   s_cfg = s_saved.replace(dtype=cfg.dtype, remat=False)
   t_cfg = t_cfg.replace(dtype=cfg.dtype, remat=False)
   ds, meta = load_distill_data(data_path)
+  data = ExampleBatches.from_config(ds, cfg.data)  # its settings are checked before anything is written
   trainer = Trainer(cfg, out, batch_size=cfg.data.batch_size, stop_at=stop_at)
   t_sh = trainer.param_shardings(t_cfg)
   target = load_checkpoint(target_path, shardings=t_sh, config=t_cfg)
@@ -352,7 +353,6 @@ def distill(cfg: DistillConfig, out: str | Path, stop_at: int | None = None) -> 
     frozen["reference"] = load_checkpoint(cfg.reference, shardings=frozen_sh["reference"], config=s_cfg).params
 
   trainer.check_run_config(cfg)
-  data = ExampleBatches.from_config(ds, cfg.data)
   if s_cfg.kind == "eagle" and cfg.eagle.cache:
     from specjax.train.teacher_cache import TeacherCache
 
