@@ -83,6 +83,32 @@ def test_bad_input(tmp_path, assets):
     pretrain(_cfg(assets, "model.fields={hidden_size: 32}"), tmp_path / "e")
 
 
+def test_freeze_holds_named_parameters(tmp_path, assets):
+  mcfg = model_config(_cfg(assets).model)
+  save_checkpoint(tmp_path / "start", mcfg, init_params(mcfg, jax.random.key(3)))
+  steps = ["steps=3", f"model.init_from={tmp_path / 'start'}"]
+  run = pretrain(_cfg(assets, *steps, "optim.freeze=embed_tokens,norm"), tmp_path / "frozen")
+  assert run.status == "finished"
+  before = load_checkpoint(tmp_path / "start").params
+  after = load_checkpoint(tmp_path / "frozen" / "final").params
+  assert set(before) >= {"embed_tokens", "norm", "layers"}
+  for name in before:
+    pairs = zip(jax.tree.leaves(before[name]), jax.tree.leaves(after[name]), strict=True)
+    same = [np.array_equal(np.asarray(x), np.asarray(y)) for x, y in pairs]
+    assert all(same) if name in ("embed_tokens", "norm") else not any(same), name
+  # a stopped run resumes exactly (the optimizer state holds nothing for the frozen parameters)
+  frozen = [*steps, "optim.freeze=embed_tokens,norm"]
+  assert pretrain(_cfg(assets, *frozen), tmp_path / "split", stop_at=2).status == "stopped"
+  assert pretrain(_cfg(assets, *frozen), tmp_path / "split").step == 3
+  assert _losses(tmp_path / "split") == _losses(tmp_path / "frozen")
+  # unknown names and freezing everything are refused before anything is written
+  with pytest.raises(SpecjaxError, match=r"optim.freeze names \['lm_hed'\]"):
+    pretrain(_cfg(assets, *steps, "optim.freeze=lm_hed"), tmp_path / "bad")
+  with pytest.raises(SpecjaxError, match="nothing would train"):
+    pretrain(_cfg(assets, *steps, f"optim.freeze={','.join(before)}"), tmp_path / "all")
+  assert not (tmp_path / "bad").exists() and not (tmp_path / "all").exists()
+
+
 def test_cli_reports_errors_without_traceback(tmp_path, capsys):
   from specjax.cli import main
 

@@ -22,6 +22,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import numpy as np
+import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from specjax.errors import SpecjaxError
@@ -83,8 +84,14 @@ def make_mesh(cfg: MeshConfig = MeshConfig(), devices: list | None = None) -> Me
 
 
 def logical_shardings(logical_specs: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:
-  """NamedShardings for a pytree of logical PartitionSpecs (e.g. `nn.get_partition_spec(boxed_tree)`)."""
-  return nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
+  """NamedShardings for a pytree of logical PartitionSpecs (e.g. `nn.get_partition_spec(boxed_tree)`).
+  optax's `MaskedNode` (the state of a parameter an optimizer leaves out, e.g. `optim.freeze`) holds no
+  array and stays as it is (flax would read the empty tuple as a spec)."""
+
+  def one(spec):
+    return spec if isinstance(spec, optax.MaskedNode) else nn.logical_to_mesh_sharding(spec, mesh, rules)
+
+  return jax.tree.map(one, logical_specs, is_leaf=lambda x: isinstance(x, (PartitionSpec, optax.MaskedNode)))
 
 
 def batch_sharding(mesh: Mesh, rules=LOGICAL_RULES) -> NamedSharding:

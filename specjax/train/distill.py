@@ -352,7 +352,7 @@ def distill(cfg: DistillConfig, out: str | Path, stop_at: int | None = None) -> 
     frozen_sh["reference"] = trainer.param_shardings(s_cfg)
     frozen["reference"] = load_checkpoint(cfg.reference, shardings=frozen_sh["reference"], config=s_cfg).params
 
-  trainer.check_run_config(cfg)
+  trainer.check_run_config(cfg, s_cfg)
   if s_cfg.kind == "eagle" and cfg.eagle.cache:
     from specjax.train.teacher_cache import TeacherCache
 

@@ -86,7 +86,7 @@ def msn_train(cfg: MsnConfig, out: str | Path, stop_at: int | None = None) -> Lo
   ds, meta = load_distill_data(cfg.data.path)
   data = ExampleBatches.from_config(ds, cfg.data)  # its settings are checked before anything is written
   trainer = Trainer(cfg, out, batch_size=cfg.data.batch_size, stop_at=stop_at)
-  trainer.check_run_config(cfg)
+  trainer.check_run_config(cfg, mcfg)
   tokenizer = load_tokenizer(cfg.model)
   trainer.set_objective(mcfg, make_msn_loss(mcfg, cfg.span))
   trainer.add_eval(data.eval_batches(), loss_fn=make_clean_loss(mcfg))

@@ -33,6 +33,7 @@ class OptimConfig:
   clip_norm: float = 1.0  # global gradient norm clip; 0 disables
   grad_accum: int = 1  # microbatches per step (the global batch is split into this many)
   z_loss: float = 0.0  # weight of the z-loss (mean squared log-partition); 0 disables
+  freeze: tuple[str, ...] = ()  # top-level parameters held fixed, e.g. [embed_tokens, lm_head]
 
 
 def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
@@ -72,11 +73,34 @@ def decay_mask(params):
   return jax.tree_util.tree_map_with_path(lambda path, _: decays([_key_name(k) for k in path]), params)
 
 
+def frozen_labels(freeze: Sequence[str]):
+  """`params -> tree of "train" / "frozen"`: a parameter is frozen when its top-level name is in `freeze`."""
+
+  def labels(params):  # a prefix of the params tree: one label per top-level name
+    return {k: "frozen" if k in freeze else "train" for k in params}
+
+  return labels
+
+
+def check_freeze(freeze: Sequence[str], names: Sequence[str]) -> None:
+  """Refuse `optim.freeze` names the model does not have, and a freeze that leaves nothing to train."""
+  unknown = sorted(set(freeze) - set(names))
+  if unknown:
+    raise SpecjaxError(f"optim.freeze names {unknown}, which this model does not have; its parameters: {sorted(names)}")
+  if set(names) <= set(freeze):
+    raise SpecjaxError(f"optim.freeze={list(freeze)} freezes every parameter of the model; nothing would train")
+
+
 def make_optimizer(cfg: OptimConfig, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """(AdamW chain, learning-rate schedule) for a run of `total_steps` optimizer steps."""
+  """(AdamW chain, learning-rate schedule) for a run of `total_steps` optimizer steps. The parameters
+  named in `cfg.freeze` get no update and no optimizer state (the train step also stops their gradient,
+  so it is never computed, and clipping and `grad_norm` see the trained parameters only)."""
   if cfg.grad_accum < 1:
     raise SpecjaxError(f"optim.grad_accum must be >= 1, got {cfg.grad_accum}")
   schedule = make_schedule(cfg, total_steps)
   parts = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
   parts.append(optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask))
-  return optax.chain(*parts), schedule
+  tx = optax.chain(*parts)
+  if cfg.freeze:
+    tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, frozen_labels(tuple(cfg.freeze)))
+  return tx, schedule

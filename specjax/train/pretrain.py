@@ -138,7 +138,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, stop_at: int | None = None) -
     )
   mcfg = model_config(cfg.model)
   trainer = Trainer(cfg, out, batch_size=cfg.data.batch_size, stop_at=stop_at)
-  trainer.check_run_config(cfg)
+  trainer.check_run_config(cfg, mcfg)
   tokenizer = load_target_tokenizer(cfg.tokenizer)
   if jax.process_count() > 1:  # one process tokenizes into the shared folder, the others wait and read it
     from jax.experimental import multihost_utils

@@ -146,10 +146,18 @@ def make_train_step(
   shardings: Any,
   frozen_shardings: Any = None,
   grad_accum: int = 1,
+  freeze: tuple[str, ...] = (),
   rules=LOGICAL_RULES,
 ) -> Callable[[TrainState, dict, Any], tuple[TrainState, dict]]:
-  """The jitted `(state, batch, frozen) -> (state, metrics)`; see the module docstring."""
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  """The jitted `(state, batch, frozen) -> (state, metrics)`; see the module docstring. The top-level
+  parameters named in `freeze` are read through `stop_gradient`: their gradient is zero and never computed
+  (the optimizer, `make_optimizer` with the same `freeze`, leaves them as they are)."""
+
+  def held(params, *args):
+    params = {k: jax.lax.stop_gradient(v) if k in freeze else v for k, v in params.items()}
+    return loss_fn(params, *args)
+
+  grad_fn = jax.value_and_grad(held if freeze else loss_fn, has_aux=True)
 
   def step(state: TrainState, batch: dict, frozen: Any):
     rng = state.step_key()

@@ -1,7 +1,7 @@
 """One training runner behind `specjax pretrain`, `distill` and `msn-train`: each supplies only what differs.
 
     trainer = Trainer(cfg, out, batch_size=cfg.data.batch_size, stop_at=stop_at)  # mesh, checks, optimizer
-    trainer.check_run_config(cfg)                        # out/run_config.json: a rerun must be the same run
+    trainer.check_run_config(cfg, model_cfg)             # out/run_config.json: a rerun must be the same run
     trainer.set_objective(model_cfg, loss_fn, frozen=..., frozen_shardings=...)   # sharded, jitted, donated
     trainer.add_eval(data.eval_batches())                # held-out loss every logging.eval_every and at the end
     trainer.add_hook(spec_eval, every=500)               # any fn(params, step) -> dict of scalars
@@ -40,7 +40,7 @@ from specjax.train.loop import (
   gather_params,
   run_loop,
 )
-from specjax.train.optim import OptimConfig, make_optimizer
+from specjax.train.optim import OptimConfig, check_freeze, make_optimizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +120,11 @@ class Trainer:
     self.batch_hooks: list[BatchHook] = []
     self.model_cfg = None
 
-  def check_run_config(self, cfg: Any) -> None:
+  def check_run_config(self, cfg: Any, model_cfg) -> None:
+    """Refuse settings the model cannot take (`optim.freeze`), then a resume under a different config;
+    call before anything is written to `out`."""
+    if cfg.optim.freeze:
+      check_freeze(cfg.optim.freeze, list(step_lib.param_specs(model_cfg)))
     check_run_config(self.out, config_to_dict(cfg))
 
   def param_shardings(self, model_cfg) -> Any:
@@ -129,11 +133,19 @@ class Trainer:
 
   def set_objective(self, model_cfg, loss_fn: step_lib.LossFn, *, frozen: Any = None, frozen_shardings=None):
     """The trained model's config and `loss_fn(params, batch, rng, frozen)` (see `specjax.train.step`)."""
+    freeze = tuple(self.cfg.optim.freeze)
     self.model_cfg, self.loss_fn = model_cfg, loss_fn
     self.frozen, self.frozen_shardings = frozen, frozen_shardings
     self.shardings = step_lib.state_shardings(model_cfg, self.tx, self.mesh)
     self.train_step = step_lib.make_train_step(
-      loss_fn, self.tx, self.schedule, self.mesh, self.shardings, frozen_shardings, grad_accum=self.cfg.optim.grad_accum
+      loss_fn,
+      self.tx,
+      self.schedule,
+      self.mesh,
+      self.shardings,
+      frozen_shardings,
+      grad_accum=self.cfg.optim.grad_accum,
+      freeze=freeze,
     )
 
   def add_hook(self, fn: Callable[[Any, int], dict | None], every: int) -> None:
