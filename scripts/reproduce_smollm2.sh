@@ -60,10 +60,8 @@ if [ "$DRAFTER" = eagle ]; then
   [ -d "$OUT/eagle0" ] || $SJ eagle-init "$OUT/target" --map "$OUT/vocab.json" --out "$OUT/eagle0"
 
   stage "5/7 distil it on the target's cached features (FKL + feature regression, every position, $EAGLE_STEPS steps)"
-  [ -d "$OUT/kd/final" ] || $SJ distill --config configs/distill/fkl.yaml --out "$OUT/kd" --steps "$EAGLE_STEPS" \
-    target="$OUT/target" student="$OUT/eagle0" data.path="$OUT/data" data.seq_len=256 data.batch_size=8 \
-    data.eval_examples=32 data.eval_batches=2 data.loss_on=all optim.lr=1e-3 optim.warmup_steps=10 \
-    checkpoint.every=100 logging.eval_every=100 spec_eval.every=-1
+  [ -d "$OUT/kd/final" ] || $SJ distill --config configs/distill/eagle.yaml --out "$OUT/kd" --steps "$EAGLE_STEPS" \
+    target="$OUT/target" student="$OUT/eagle0" data.path="$OUT/data"
 else
   stage "4/7 pretrain the drafter on the target's answers (reduced head, $PRE_STEPS steps)"
   [ -d "$OUT/pre/final" ] || $SJ pretrain --config configs/pretrain/drafter-s.yaml --out "$OUT/pre" --steps "$PRE_STEPS" \
