@@ -87,7 +87,8 @@ def test_freeze_holds_named_parameters(tmp_path, assets):
   mcfg = model_config(_cfg(assets).model)
   save_checkpoint(tmp_path / "start", mcfg, init_params(mcfg, jax.random.key(3)))
   steps = ["steps=3", f"model.init_from={tmp_path / 'start'}"]
-  run = pretrain(_cfg(assets, *steps, "optim.freeze=embed_tokens,norm"), tmp_path / "frozen")
+  frozen = [*steps, "optim.freeze=embed_tokens,norm"]
+  run = pretrain(_cfg(assets, *frozen), tmp_path / "frozen")
   assert run.status == "finished"
   before = load_checkpoint(tmp_path / "start").params
   after = load_checkpoint(tmp_path / "frozen" / "final").params
@@ -97,7 +98,6 @@ def test_freeze_holds_named_parameters(tmp_path, assets):
     same = [np.array_equal(np.asarray(x), np.asarray(y)) for x, y in pairs]
     assert all(same) if name in ("embed_tokens", "norm") else not any(same), name
   # a stopped run resumes exactly (the optimizer state holds nothing for the frozen parameters)
-  frozen = [*steps, "optim.freeze=embed_tokens,norm"]
   assert pretrain(_cfg(assets, *frozen), tmp_path / "split", stop_at=2).status == "stopped"
   assert pretrain(_cfg(assets, *frozen), tmp_path / "split").step == 3
   assert _losses(tmp_path / "split") == _losses(tmp_path / "frozen")
