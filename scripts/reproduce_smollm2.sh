@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # A drafter that pays off on this machine for SmolLM2-135M-Instruct, from nothing but the installed packages:
-# import the target, let it answer training prompts (make-data, batched), rank the tokens it generates into a
-# reduced draft vocabulary (FR-Spec style), pretrain the drafter on that target-generated text (chat template,
-# response-only loss) with the reduced head, distil it (FKL against the target restricted to the draft
-# vocabulary), then measure: call costs (c = drafter call / target call) and `specjax bench` ar vs spec on
-# held-out MT-Bench prompts (disjoint from the training sources by make-data's hash check), greedy and T=1,
-# gamma 1..6.
+# import the target, let it write user requests (make-prompts, Magpie-style: what users ask it) and answer
+# them plus offline GSM / code / summarisation prompts (make-data, batched), rank the tokens it generates
+# into a reduced draft vocabulary (FR-Spec style), train the draft, then measure: call costs (c = drafter
+# call / target call) and `specjax bench` ar vs the draft on held-out MT-Bench prompts (disjoint from the
+# training prompts by make-data's hash check), greedy and T=1, gamma 1..6.
 #
 #   BUDGET=short bash scripts/reproduce_smollm2.sh OUT     # at most ~45 minutes on a 2-core CPU
 #   BUDGET=full  bash scripts/reproduce_smollm2.sh OUT     # at most ~3 hours
@@ -13,28 +12,29 @@
 # Writes OUT/drafter (the final drafter, a specjax checkpoint), OUT/report.json and OUT/*.png.
 # Every stage is skipped when its output exists, so a rerun resumes (training runs resume from checkpoints).
 # Knobs (environment): PY (python), BUDGET, K (draft vocabulary size), and the per-stage numbers below.
-# DRAFTER=eagle trains an EAGLE-style draft instead (`specjax eagle-init`: one layer over the target's
-# features, the same reduced head), distilled for EAGLE_STEPS steps from the teacher cache (the target
-# runs once per training row, not once per step) with the loss on every position (data.loss_on=all),
-# and benches `--mode eagle`; use a fresh OUT (or keep the target and data and remove the rest).
+# DRAFTER=eagle (the default) trains an EAGLE-style draft (`specjax eagle-init`: one layer over the target's
+# features, the reduced head), distilled for EAGLE_STEPS steps from the teacher cache (the target runs once
+# per training row, not once per step) with the loss on every position, and benches `--mode eagle`.
+# DRAFTER=independent pretrains drafter-s (reduced head) on the target's answers, distils it with FKL and
+# benches `--mode spec`. Use a fresh OUT per drafter kind (or keep target, prompts and data, remove the rest).
 set -euo pipefail
 OUT=${1:?usage: reproduce_smollm2.sh OUT}
 PY=${PY:-python}
 BUDGET=${BUDGET:-short}
 SJ="$PY -m specjax"
 if [ "$BUDGET" = short ]; then
-  PROMPTS=${PROMPTS:-chat:200,gsm:200,code:100,summarize:100}; SAMPLES=${SAMPLES:-192}
+  SELF=${SELF:-384}; PROMPTS=${PROMPTS:-$OUT/self.jsonl,gsm:128,code:64,summarize:64}; SAMPLES=${SAMPLES:-640}
   NEW=${NEW:-128}; PRE_STEPS=${PRE_STEPS:-200}; PRE_B=${PRE_B:-8}; KD_STEPS=${KD_STEPS:-20}; KD_B=${KD_B:-4}
   BENCH_PROMPTS=${BENCH_PROMPTS:-10}
 elif [ "$BUDGET" = full ]; then
-  PROMPTS=${PROMPTS:-chat:1000,gsm:1000,code:500,summarize:500}; SAMPLES=${SAMPLES:-1536}
-  NEW=${NEW:-192}; PRE_STEPS=${PRE_STEPS:-1200}; PRE_B=${PRE_B:-16}; KD_STEPS=${KD_STEPS:-150}; KD_B=${KD_B:-8}
+  SELF=${SELF:-1536}; PROMPTS=${PROMPTS:-$OUT/self.jsonl,gsm:768,code:384,summarize:384}; SAMPLES=${SAMPLES:-3072}
+  NEW=${NEW:-160}; PRE_STEPS=${PRE_STEPS:-1200}; PRE_B=${PRE_B:-16}; KD_STEPS=${KD_STEPS:-150}; KD_B=${KD_B:-8}
   BENCH_PROMPTS=${BENCH_PROMPTS:-24}
 else
   echo "BUDGET must be short or full, got $BUDGET" >&2
   exit 2
 fi
-DRAFTER=${DRAFTER:-independent}
+DRAFTER=${DRAFTER:-eagle}
 case "$DRAFTER" in
   independent) MODE=spec ;;
   eagle) MODE=eagle; EAGLE_STEPS=${EAGLE_STEPS:-$([ "$BUDGET" = short ] && echo 300 || echo 1500)} ;;
@@ -45,31 +45,35 @@ BENCH_NEW=${BENCH_NEW:-64}
 mkdir -p "$OUT"
 stage() { printf '\n=== [%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
-stage "1/7 import the target"
+stage "1/8 import the target"
 [ -d "$OUT/target" ] || $SJ import smollm2-135m-instruct --out "$OUT/target"
 
-stage "2/7 the target answers $SAMPLES training prompts (from $PROMPTS)"
-[ -d "$OUT/data" ] || $SJ make-data --target "$OUT/target" --prompts "$PROMPTS" --out "$OUT/data" --num-samples "$SAMPLES" \
-  --temperature 0.7 --top-p 0.95 --max-new-tokens "$NEW" --batch-size 16 --max-prompt-tokens 192 --shard-size 64
+stage "2/8 the target writes $SELF user requests (Magpie-style, temperature 1)"
+[ -f "$OUT/self.jsonl" ] || $SJ make-prompts --target "$OUT/target" --out "$OUT/self.jsonl" --num-prompts "$SELF" \
+  --batch-size 32 --max-new-tokens 128
 
-stage "3/7 the draft vocabulary: the target's $K most frequent generated tokens"
+stage "3/8 the target answers $SAMPLES training prompts (from $PROMPTS)"
+[ -d "$OUT/data" ] || $SJ make-data --target "$OUT/target" --prompts "$PROMPTS" --out "$OUT/data" --num-samples "$SAMPLES" \
+  --temperature 0.7 --top-p 0.95 --max-new-tokens "$NEW" --batch-size 32 --max-prompt-tokens 192 --shard-size 128
+
+stage "4/8 the draft vocabulary: the target's $K most frequent generated tokens"
 [ -f "$OUT/vocab.json" ] || $SJ vocab-map --data "$OUT/data" --size "$K" --out "$OUT/vocab.json"
 
 if [ "$DRAFTER" = eagle ]; then
-  stage "4/7 an EAGLE-style draft for the target (one layer over its features, reduced head)"
+  stage "5/8 an EAGLE-style draft for the target (one layer over its features, reduced head)"
   [ -d "$OUT/eagle0" ] || $SJ eagle-init "$OUT/target" --map "$OUT/vocab.json" --out "$OUT/eagle0"
 
-  stage "5/7 distil it on the target's cached features (FKL + feature regression, every position, $EAGLE_STEPS steps)"
+  stage "6/8 distil it on the target's cached features (FKL + feature regression, every position, $EAGLE_STEPS steps)"
   [ -d "$OUT/kd/final" ] || $SJ distill --config configs/distill/eagle.yaml --out "$OUT/kd" --steps "$EAGLE_STEPS" \
     target="$OUT/target" student="$OUT/eagle0" data.path="$OUT/data"
 else
-  stage "4/7 pretrain the drafter on the target's answers (reduced head, $PRE_STEPS steps)"
+  stage "5/8 pretrain the drafter on the target's answers (reduced head, $PRE_STEPS steps)"
   [ -d "$OUT/pre/final" ] || $SJ pretrain --config configs/pretrain/drafter-s.yaml --out "$OUT/pre" --steps "$PRE_STEPS" \
     tokenizer="$OUT/target" model.head_ids_from="$OUT/vocab.json" data.source="$OUT/data" data.prompt_field=prompt \
     data.response_field=response data.batch_size="$PRE_B" data.seq_len=192 data.eval_fraction=0.03 data.eval_batches=2 \
     optim.lr=2e-3 optim.warmup_steps=30 optim.z_loss=0 checkpoint.every=50 logging.eval_every=100
 
-  stage "5/7 distil against the target (FKL on the draft vocabulary, $KD_STEPS steps)"
+  stage "6/8 distil against the target (FKL on the draft vocabulary, $KD_STEPS steps)"
   [ -d "$OUT/kd/final" ] || $SJ distill --config configs/distill/fkl.yaml --out "$OUT/kd" --steps "$KD_STEPS" \
     target="$OUT/target" student="$OUT/pre/final" data.path="$OUT/data" data.seq_len=192 data.batch_size="$KD_B" \
     data.eval_examples=16 data.eval_batches=1 optim.lr=5e-4 optim.warmup_steps=5 checkpoint.every=10 \
@@ -77,10 +81,10 @@ else
 fi
 [ -d "$OUT/drafter" ] || cp -r "$OUT/kd/final" "$OUT/drafter"
 
-stage "6/7 call costs: drafter vs target"
+stage "7/8 call costs: drafter vs target"
 [ -f "$OUT/costs.json" ] || $PY scripts/recipe_report.py costs "$OUT"
 
-stage "7/7 bench on held-out MT-Bench prompts: ar vs $MODE, gamma 1..6, greedy and T=1"
+stage "8/8 bench on held-out MT-Bench prompts: ar vs $MODE, gamma 1..6, greedy and T=1"
 [ -f "$OUT/bench.json" ] || $SJ bench --target "$OUT/target" --draft "$OUT/drafter" --prompts mt-bench \
   --limit "$BENCH_PROMPTS" --chat --modes "ar,$MODE" --gamma 1,2,3,4,5,6 --temperature 0,1 \
   --max-new-tokens "$BENCH_NEW" --no-overhead --out "$OUT/bench.json" --plot "$OUT/bench.png"

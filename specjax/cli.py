@@ -110,6 +110,47 @@ def _make_data_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--no-eval-check", action="store_true", help="skip the check that no prompt is in an evaluation suite")
 
 
+def _make_prompts_args(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--target", required=True, help="the target's specjax checkpoint (it writes the user requests)")
+  p.add_argument("--out", required=True, help="new JSONL file of prompts; rerun the same command to resume")
+  p.add_argument("--num-prompts", type=int, required=True, help="distinct prompts to keep")
+  p.add_argument("--temperature", type=float, default=1.0)
+  p.add_argument("--top-p", type=float, default=1.0)
+  p.add_argument("--max-new-tokens", type=int, default=128, help="longest request (longer ones are dropped)")
+  p.add_argument("--batch-size", type=int, default=32, help="rows per compiled sampler call")
+  p.add_argument("--round-size", type=int, default=256, help="requests sampled per round (the resume granularity)")
+  p.add_argument("--min-words", type=int, default=3, help="drop shorter requests")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--system", default=None, help="optional system message (default: the template's own)")
+  p.add_argument("--no-eval-check", action="store_true", help="keep requests that are evaluation-suite prompts")
+
+
+@_command(
+  "make-prompts",
+  "have the target write user requests (Magpie-style): a prompt source for make-data that resembles what users ask",
+  _make_prompts_args,
+)
+def _cmd_make_prompts(args: argparse.Namespace) -> int:
+  from specjax.data.self_prompts import make_prompts
+
+  make_prompts(
+    args.target,
+    args.out,
+    args.num_prompts,
+    temperature=args.temperature,
+    top_p=args.top_p,
+    max_new_tokens=args.max_new_tokens,
+    batch_size=args.batch_size,
+    round_size=args.round_size,
+    min_words=args.min_words,
+    seed=args.seed,
+    system=args.system,
+    check_eval=not args.no_eval_check,
+  )
+  print(f"wrote prompts {args.out}")
+  return 0
+
+
 @_command("make-data", "generate a distillation dataset: the target's answers to instruction prompts", _make_data_args)
 def _cmd_make_data(args: argparse.Namespace) -> int:
   from specjax.data.distill_data import make_data

@@ -190,3 +190,73 @@ def test_compiled_sampler_answers_through_the_chat_template(target, tmp_path):
     logits, _ = model.apply({"params": ckpt.params}, x, jnp.arange(x.shape[1])[None])
     greedy = np.asarray(jnp.argmax(logits[0, n - 1 : -1, : len(tok)], -1)).tolist()
     assert greedy == row["tokens"][n:]  # temperature 0: every response token is the target's argmax
+
+
+# --- make-prompts: the target writes the training prompts -------------------------------------------
+
+
+def _request_generator(tok, calls):
+  """A stand-in sampler drawing user requests (and the rows make-prompts must drop) from a fixed pool."""
+  eos = tok.eos_token_id
+  ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+  good = [
+    ids(f"{a} is the {b} {c}") + [eos] for a in ("what", "why", "how") for b in ("red", "blue") for c in ("cat", "dog")
+  ]
+  bad = [ids("what is the big cat"), ids("yes") + [eos], ids("where is the big sea") + [eos]]  # unfinished, short, eval
+
+  def generate(prompt_ids, seed):
+    calls.append([list(p) for p in prompt_ids])
+    rng = np.random.default_rng(seed)
+    return (bad + [good[i] for i in rng.integers(0, len(good), size=len(prompt_ids))])[: len(prompt_ids)]
+
+  return generate
+
+
+def test_make_prompts_keeps_finished_distinct_held_out_requests_and_resumes(target, tmp_path, monkeypatch):
+  from specjax.checkpoint.orbax_io import load_tokenizer
+  from specjax.data import sources
+  from specjax.data.self_prompts import make_prompts, user_prefix
+
+  monkeypatch.setattr(sources, "eval_prompts", lambda: ["Where is the BIG  sea"])
+  tok = load_tokenizer(target)
+  kw = dict(num_prompts=9, round_size=6, batch_size=3, min_words=2)
+  calls = []
+  ref = make_prompts(target, tmp_path / "ref.jsonl", generate=_request_generator(tok, calls), **kw)
+  assert {tuple(p) for c in calls for p in c} == {tuple(tok(user_prefix(tok), add_special_tokens=False)["input_ids"])}
+  assert user_prefix(tok) == "<|im_start|>user\n"
+  kept = [json.loads(ln)["prompt"] for ln in ref.read_text().splitlines()]
+  assert len(kept) == 9 == len(set(kept))
+  assert all(p.endswith(("cat", "dog")) and len(p.split()) == 5 for p in kept)  # no unfinished, short or eval row
+
+  calls, crash = [], []
+  gen = _request_generator(tok, calls)
+
+  def crashing(prompt_ids, seed):
+    crash.append(seed)
+    if len(crash) == 2:
+      raise KeyboardInterrupt  # killed in the second round
+    return gen(prompt_ids, seed)
+
+  with pytest.raises(KeyboardInterrupt):
+    make_prompts(target, tmp_path / "p.jsonl", generate=crashing, **kw)
+  work = tmp_path / ".p.jsonl.partial"
+  assert json.loads((work / "meta.json").read_text())["rounds"] == 1 and not (tmp_path / "p.jsonl").exists()
+  with pytest.raises(SpecjaxError, match="other settings"):
+    make_prompts(target, tmp_path / "p.jsonl", generate=gen, **{**kw, "min_words": 3})
+  out = make_prompts(target, tmp_path / "p.jsonl", generate=gen, **kw)
+  assert out.read_text() == ref.read_text() and not work.exists()  # resumed = uninterrupted
+  with pytest.raises(SpecjaxError, match="already exists"):
+    make_prompts(target, out, generate=gen, **kw)
+
+
+def test_make_prompts_gives_up_keeping_what_it_has(target, tmp_path):
+  from specjax.data.self_prompts import make_prompts
+
+  # the random tiny target rarely closes a user turn in 4 tokens: the compiled sampler runs, then the limit stops it
+  with pytest.raises(SpecjaxError, match=r"kept \d+ of 1000 prompts in 1 rounds"):
+    make_prompts(
+      target, tmp_path / "p.jsonl", 1000, max_new_tokens=4, round_size=8, batch_size=4, max_rounds=1, check_eval=False
+    )
+  assert json.loads((tmp_path / ".p.jsonl.partial" / "meta.json").read_text())["rounds"] == 1
+  with pytest.raises(SpecjaxError, match="num_prompts must be >= 1"):
+    make_prompts(target, tmp_path / "q.jsonl", 0)
