@@ -117,6 +117,25 @@ def engine_generate(
   return generate
 
 
+def end_ids(ckpt, tokenizer) -> set[int]:
+  """The ids that end an answer: the tokenizer's end-of-turn token and the model config's EOS."""
+  return {int(e) for e in (tokenizer.eos_token_id, ckpt.config.eos_token_id) if e is not None}
+
+
+def target_sampler(ckpt, tokenizer, *, temperature, top_p, max_new_tokens, batch_size) -> Generate:
+  """`engine_generate` for a loaded checkpoint and its tokenizer (stops at `end_ids`, no padded ids)."""
+  return engine_generate(
+    ckpt.config,
+    ckpt.params,
+    eos_ids=tuple(end_ids(ckpt, tokenizer)),
+    temperature=temperature,
+    top_p=top_p,
+    max_new_tokens=max_new_tokens,
+    batch_size=batch_size,
+    vocab_size=min(len(tokenizer), ckpt.config.vocab_size),
+  )
+
+
 def _shard_seed(seed: int, shard: int) -> int:
   return int.from_bytes(hashlib.sha256(f"make-data:{seed}:{shard}".encode()).digest()[:4], "little") >> 1
 
@@ -240,19 +259,11 @@ def make_data(
   else:
     atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
 
+  eos_ids = end_ids(ckpt, tokenizer)
   if generate is None:
-    eos = {int(e) for e in (tokenizer.eos_token_id, ckpt.config.eos_token_id) if e is not None}
-    generate = engine_generate(
-      ckpt.config,
-      ckpt.params,
-      eos_ids=tuple(eos),
-      temperature=temperature,
-      top_p=top_p,
-      max_new_tokens=max_new_tokens,
-      batch_size=batch_size,
-      vocab_size=min(len(tokenizer), ckpt.config.vocab_size),
+    generate = target_sampler(
+      ckpt, tokenizer, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size
     )
-  eos_ids = {int(e) for e in (tokenizer.eos_token_id, ckpt.config.eos_token_id) if e is not None}
   n_shards = -(-total // shard_size)
   t0, new_tokens = time.perf_counter(), 0
   for shard in range(n_shards):

@@ -10,7 +10,7 @@ must match the target on what users ask, and the offline sources (chatterbot gre
 docs, GSM templates) cover little of that; the target's own requests cover it without any download.
 
 Each round samples `round_size` continuations of that opening with the compiled batched sampler (the same
-`engine_generate` as make-data). A continuation is kept when it ended with the end-of-turn token (an
+`target_sampler` as make-data). A continuation is kept when it ended with the end-of-turn token (an
 unfinished one is usually a runaway), has at least `min_words` words, is not a repeat (normalised text,
 `sources.prompt_hash`) and, with `check_eval`, is not a prompt of an evaluation suite (such a prompt is
 dropped and counted, so the output always passes make-data's disjointness check).
@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from specjax.data.distill_data import Generate, engine_generate
+from specjax.data.distill_data import Generate, end_ids, target_sampler
 from specjax.errors import SpecjaxError
 from specjax.fileio import atomic_write_text
 
@@ -117,7 +117,7 @@ def make_prompts(
   ckpt = load_checkpoint(target)
   tokenizer = load_tokenizer(target)
   prefix = tokenizer(user_prefix(tokenizer, system), add_special_tokens=False)["input_ids"]
-  eos_ids = {int(e) for e in (tokenizer.eos_token_id, ckpt.config.eos_token_id) if e is not None}
+  eos_ids = end_ids(ckpt, tokenizer)
   eval_hashes = {prompt_hash(p) for p in eval_prompts()} if check_eval else set()
 
   settings = {
@@ -144,15 +144,8 @@ def make_prompts(
   kept = _read_kept(kept_path)
   seen = {prompt_hash(p) for p in kept}
   if generate is None:
-    generate = engine_generate(
-      ckpt.config,
-      ckpt.params,
-      eos_ids=tuple(eos_ids),
-      temperature=temperature,
-      top_p=top_p,
-      max_new_tokens=max_new_tokens,
-      batch_size=batch_size,
-      vocab_size=min(len(tokenizer), ckpt.config.vocab_size),
+    generate = target_sampler(
+      ckpt, tokenizer, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size
     )
   t0, tokens = time.perf_counter(), 0
   while len(kept) < num_prompts:
