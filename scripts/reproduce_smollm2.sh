@@ -41,6 +41,7 @@ case "$DRAFTER" in
   *) echo "DRAFTER must be independent or eagle, got $DRAFTER" >&2; exit 2 ;;
 esac
 K=${K:-8192}
+TEMP=${TEMP:-0.7}  # the target's answers: sampling temperature (top-p 0.95); 0 = its greedy answers
 BENCH_NEW=${BENCH_NEW:-64}
 mkdir -p "$OUT"
 stage() { printf '\n=== [%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
@@ -54,7 +55,7 @@ stage "2/8 the target writes $SELF user requests (Magpie-style, temperature 1)"
 
 stage "3/8 the target answers $SAMPLES training prompts (from $PROMPTS)"
 [ -d "$OUT/data" ] || $SJ make-data --target "$OUT/target" --prompts "$PROMPTS" --out "$OUT/data" --num-samples "$SAMPLES" \
-  --temperature 0.7 --top-p 0.95 --max-new-tokens "$NEW" --batch-size 32 --max-prompt-tokens 192 --shard-size 128
+  --temperature "$TEMP" --top-p 0.95 --max-new-tokens "$NEW" --batch-size 32 --max-prompt-tokens 192 --shard-size 128
 
 stage "4/8 the draft vocabulary: the target's $K most frequent generated tokens"
 [ -f "$OUT/vocab.json" ] || $SJ vocab-map --data "$OUT/data" --size "$K" --out "$OUT/vocab.json"
@@ -87,5 +88,5 @@ stage "7/8 call costs: drafter vs target"
 stage "8/8 bench on held-out MT-Bench prompts: ar vs $MODE, gamma 1..6, greedy and T=1"
 [ -f "$OUT/bench.json" ] || $SJ bench --target "$OUT/target" --draft "$OUT/drafter" --prompts mt-bench \
   --limit "$BENCH_PROMPTS" --chat --modes "ar,$MODE" --gamma 1,2,3,4,5,6 --temperature 0,1 \
-  --max-new-tokens "$BENCH_NEW" --no-overhead --out "$OUT/bench.json" --plot "$OUT/bench.png"
+  --max-new-tokens "$BENCH_NEW" --out "$OUT/bench.json" --plot "$OUT/bench.png"
 $PY scripts/recipe_report.py report "$OUT"
