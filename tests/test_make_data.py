@@ -241,8 +241,9 @@ def test_make_prompts_keeps_finished_distinct_held_out_requests_and_resumes(targ
     make_prompts(target, tmp_path / "p.jsonl", generate=crashing, **kw)
   work = tmp_path / ".p.jsonl.partial"
   assert json.loads((work / "meta.json").read_text())["rounds"] == 1 and not (tmp_path / "p.jsonl").exists()
-  with pytest.raises(SpecjaxError, match="other settings"):
-    make_prompts(target, tmp_path / "p.jsonl", generate=gen, **{**kw, "min_words": 3})
+  for other in ({"min_words": 3}, {"batch_size": 2}):
+    with pytest.raises(SpecjaxError, match="other settings"):
+      make_prompts(target, tmp_path / "p.jsonl", generate=gen, **{**kw, **other})
   out = make_prompts(target, tmp_path / "p.jsonl", generate=gen, **kw)
   assert out.read_text() == ref.read_text() and not work.exists()  # resumed = uninterrupted
   with pytest.raises(SpecjaxError, match="already exists"):

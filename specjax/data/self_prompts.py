@@ -126,6 +126,7 @@ def make_prompts(
     "temperature": temperature,
     "top_p": top_p,
     "max_new_tokens": max_new_tokens,
+    "batch_size": batch_size,
     "round_size": round_size,
     "min_words": min_words,
     "seed": seed,
