@@ -50,7 +50,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(f".{path.name}.tmp")
   try:
-    tmp.write_text(text)
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
   except BaseException:
     tmp.unlink(missing_ok=True)

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from specjax.errors import SpecjaxError
-from specjax.fileio import atomic_write_text
+from specjax.fileio import atomic_write_text, refuse_existing
 
 META_FILE = "specjax_data.json"
 FORMAT = "specjax-distill-data-v1"
@@ -192,9 +192,7 @@ def make_data(
   from specjax.data.sources import check_disjoint, eval_prompts, load_prompts
 
   datasets.disable_progress_bars()
-  out = Path(out)
-  if out.exists():
-    raise SpecjaxError(f"output {out} already exists; choose another --out or remove it first")
+  out = refuse_existing(out)
   for name, v in (("max_new_tokens", max_new_tokens), ("batch_size", batch_size), ("shard_size", shard_size)):
     if v < 1:
       raise SpecjaxError(f"{name} must be >= 1, got {v}")

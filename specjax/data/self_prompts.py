@@ -33,7 +33,7 @@ from pathlib import Path
 
 from specjax.data.distill_data import Generate, end_ids, target_sampler
 from specjax.errors import SpecjaxError
-from specjax.fileio import atomic_write_text
+from specjax.fileio import atomic_write_text, refuse_existing
 
 _SENTINEL = "\u2063specjax-user-turn\u2063"
 
@@ -102,9 +102,7 @@ def make_prompts(
   from specjax.checkpoint.orbax_io import load_checkpoint, load_tokenizer
   from specjax.data.sources import eval_prompts, normalize, prompt_hash
 
-  out = Path(out)
-  if out.exists():
-    raise SpecjaxError(f"output {out} already exists; choose another --out or remove it first")
+  out = refuse_existing(out)
   for name, v in (
     ("num_prompts", num_prompts),
     ("max_new_tokens", max_new_tokens),
@@ -189,9 +187,7 @@ def make_prompts(
       file=sys.stderr,
       flush=True,
     )
-  tmp = work / ".final.jsonl"
-  tmp.write_text("".join(json.dumps({"prompt": p}, ensure_ascii=False) + "\n" for p in kept[:num_prompts]), "utf-8")
-  os.replace(tmp, out)
+  atomic_write_text(out, "".join(json.dumps({"prompt": p}, ensure_ascii=False) + "\n" for p in kept[:num_prompts]))
   shutil.rmtree(work, ignore_errors=True)
   print(f"make-prompts: wrote {num_prompts} prompts to {out}", file=sys.stderr)
   return out
