@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from specjax.errors import SpecjaxError
 
@@ -123,6 +124,28 @@ def _make_prompts_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--system", default=None, help="optional system message (default: the template's own)")
   p.add_argument("--no-eval-check", action="store_true", help="keep requests that are evaluation-suite prompts")
+  p.add_argument(
+    "--openings",
+    default=None,
+    help="steer the requests' first words, one per request in turn: 'instructions' (built-in verbs: Write, "
+    "Explain, Describe, ...), or a text file with one opening per line (default: the target chooses)",
+  )
+
+
+def _openings(spec: str | None) -> list[str] | None:
+  from specjax.data.self_prompts import INSTRUCTION_OPENINGS
+
+  if spec is None:
+    return None
+  if spec == "instructions":
+    return list(INSTRUCTION_OPENINGS)
+  path = Path(spec)
+  if not path.is_file():
+    raise SpecjaxError(f"--openings must be 'instructions' or a text file with one opening per line; {spec} is neither")
+  lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+  if not lines:
+    raise SpecjaxError(f"--openings file {spec} has no openings (one per line)")
+  return lines
 
 
 @_command(
@@ -146,6 +169,7 @@ def _cmd_make_prompts(args: argparse.Namespace) -> int:
     seed=args.seed,
     system=args.system,
     check_eval=not args.no_eval_check,
+    openings=_openings(args.openings),
   )
   print(f"wrote prompts {args.out}")
   return 0

@@ -261,3 +261,50 @@ def test_make_prompts_gives_up_keeping_what_it_has(target, tmp_path):
   assert json.loads((tmp_path / ".p.jsonl.partial" / "meta.json").read_text())["rounds"] == 1
   with pytest.raises(SpecjaxError, match="num_prompts must be >= 1"):
     make_prompts(target, tmp_path / "q.jsonl", 0)
+
+
+def test_make_prompts_openings_steer_each_request_in_turn(target, tmp_path):
+  from specjax.checkpoint.orbax_io import load_tokenizer
+  from specjax.cli import main
+  from specjax.data.self_prompts import make_prompts, user_prefix
+
+  tok = load_tokenizer(target)
+  ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+  calls = []
+  gen = _request_generator(tok, calls)
+  kw = dict(num_prompts=5, round_size=5, batch_size=5, min_words=2, check_eval=False)
+  out = make_prompts(target, tmp_path / "p.jsonl", openings=["Write", " Explain me "], generate=gen, **kw)
+  head = user_prefix(tok)
+  # continuation i of round r starts with opening (5 r + i) mod 2: rounds 0 and 1 alternate from opposite ends
+  assert calls[0] == [ids(head + o) for o in ("Write", "Explain me", "Write", "Explain me", "Write")]
+  assert calls[1][0] == ids(head + "Explain me")
+  kept = [json.loads(ln)["prompt"] for ln in out.read_text().splitlines()]
+  assert len(kept) == 5 and all(p.startswith(("Write", "Explain me")) for p in kept)
+  # the opening, then the continuation's text as the target wrote it (row 0 of round 0 was unfinished)
+  assert kept[:2] == ["Explain meyes", "Writewhere is the big sea"]
+  with pytest.raises(SpecjaxError, match="other settings"):  # a resume with other openings is refused
+    (tmp_path / ".q.jsonl.partial").mkdir()
+    (tmp_path / ".q.jsonl.partial" / "meta.json").write_text(json.dumps({"settings": {}, "rounds": 0}))
+    make_prompts(target, tmp_path / "q.jsonl", openings=["Write"], generate=gen, **kw)
+  with pytest.raises(SpecjaxError, match="non-empty"):
+    make_prompts(target, tmp_path / "r.jsonl", openings=["Write", " "], generate=gen, **kw)
+  empty = tmp_path / "none.txt"
+  empty.write_text("\n\n")
+  for spec, msg in ((str(empty), "has no openings"), (str(tmp_path / "missing.txt"), "neither")):
+    assert (
+      main(
+        [
+          "make-prompts",
+          "--target",
+          str(target),
+          "--out",
+          str(tmp_path / "s.jsonl"),
+          "--num-prompts",
+          "1",
+          "--openings",
+          spec,
+        ]
+      )
+      == 2
+    ), msg
+  assert not (tmp_path / "s.jsonl").exists()

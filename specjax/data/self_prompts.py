@@ -15,6 +15,11 @@ unfinished one is usually a runaway), has at least `min_words` words, is not a r
 `sources.prompt_hash`) and, with `check_eval`, is not a prompt of an evaluation suite (such a prompt is
 dropped and counted, so the output always passes make-data's disjointness check).
 
+With `openings` (`INSTRUCTION_OPENINGS`, or a list of your own), the template's opening is followed by
+the first words of a request, one opening per continuation in turn: the target then writes imperative
+instructions ("Write ...", "Explain ...") as well as the questions ("Can you ...", "I'm ...") that most
+of its unsteered requests start with. A kept request is the opening followed by its continuation.
+
 The output is a JSONL file, one `{"prompt": ...}` per line: a prompt source for `make-data`. Rounds are
 appended to the work folder `.<out name>.partial/` as they finish; rerunning the same command resumes
 after the last finished round (round r's seed depends only on the seed and r, so a resumed run writes
@@ -29,6 +34,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from specjax.data.distill_data import Generate, end_ids, target_sampler
@@ -36,6 +42,31 @@ from specjax.errors import SpecjaxError
 from specjax.fileio import atomic_write_text, refuse_existing
 
 _SENTINEL = "\u2063specjax-user-turn\u2063"
+
+# Openings of instructions: the commonest root verbs of instruction datasets (Self-Instruct, Wang et al.
+# 2023, Fig. 2; Alpaca's seed tasks), a generic list, not one chosen for an evaluation suite.
+INSTRUCTION_OPENINGS = (
+  "Write",
+  "Explain",
+  "Describe",
+  "Create",
+  "Give",
+  "Generate",
+  "Find",
+  "Identify",
+  "Design",
+  "Tell me",
+  "Suggest",
+  "Compose",
+  "Summarize",
+  "Compare",
+  "Imagine",
+  "Plan",
+  "Rewrite",
+  "List",
+  "Classify",
+  "Help me",
+)
 
 
 def user_prefix(tokenizer, system: str | None = None) -> str:
@@ -76,6 +107,7 @@ def make_prompts(
   seed: int = 0,
   system: str | None = None,
   check_eval: bool = True,
+  openings: Sequence[str] | None = None,
   max_rounds: int | None = None,
   generate: Generate | None = None,
 ) -> Path:
@@ -93,6 +125,8 @@ def make_prompts(
     seed: sampling seed.
     system: a system message for the template (default: the template's own default, if any).
     check_eval: drop requests that are prompts of an evaluation suite.
+    openings: first words of the requests, one per continuation in turn (`INSTRUCTION_OPENINGS`, or
+      your own); None lets the target choose (plain Magpie).
     max_rounds: give up after this many rounds (default: enough for a 5% keep rate).
     generate: replaces the compiled sampler (`fn(prompt_ids, seed) -> generated ids per prompt`).
 
@@ -111,10 +145,15 @@ def make_prompts(
   ):
     if v < 1:
       raise SpecjaxError(f"{name} must be >= 1, got {v}")
+  openings = None if openings is None else [str(o).strip() for o in openings]
+  if openings is not None and (not openings or not all(openings)):
+    raise SpecjaxError("openings must be a non-empty list of non-empty strings")
   max_rounds = max_rounds or -(-20 * num_prompts // round_size) + 1
   ckpt = load_checkpoint(target)
   tokenizer = load_tokenizer(target)
-  prefix = tokenizer(user_prefix(tokenizer, system), add_special_tokens=False)["input_ids"]
+  head = user_prefix(tokenizer, system)
+  starts = [head + o for o in openings] if openings else [head]
+  starts_ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in starts]
   eos_ids = end_ids(ckpt, tokenizer)
   eval_hashes = {prompt_hash(p) for p in eval_prompts()} if check_eval else set()
 
@@ -130,6 +169,7 @@ def make_prompts(
     "seed": seed,
     "system": system,
     "check_eval": check_eval,
+    "openings": openings,
   }
   work = out.parent / f".{out.name}.partial"
   work.mkdir(parents=True, exist_ok=True)
@@ -156,12 +196,15 @@ def make_prompts(
         f"are in {work}; the same command with the new limits resumes)"
       )
     new, unfinished, short, repeats, in_eval = [], 0, 0, 0, 0
-    for g in generate([prefix] * round_size, _round_seed(seed, r)):
+    first = r * round_size  # continuation i of round r starts with opening (first + i) mod len
+    which = [(first + i) % len(starts) for i in range(round_size)]
+    for w, g in zip(which, generate([starts_ids[w] for w in which], _round_seed(seed, r)), strict=True):
       tokens += len(g)
       if not g or int(g[-1]) not in eos_ids:
         unfinished += 1
         continue
-      text = tokenizer.decode([int(t) for t in g[:-1]], skip_special_tokens=True).strip()
+      text = tokenizer.decode([int(t) for t in g[:-1]], skip_special_tokens=True)
+      text = ((openings[w] if openings else "") + text).strip()
       h = prompt_hash(text)
       if len(normalize(text).split()) < min_words:
         short += 1
