@@ -11,7 +11,8 @@
 #
 # Writes OUT/drafter (the final drafter, a specjax checkpoint), OUT/report.json and OUT/*.png.
 # Every stage is skipped when its output exists, so a rerun resumes (training runs resume from checkpoints).
-# Knobs (environment): PY (python), BUDGET, K (draft vocabulary size), and the per-stage numbers below.
+# Knobs (environment): PY (python), BUDGET, K (draft vocabulary size), TEMP, OPENINGS, and the per-stage numbers
+# below.
 # DRAFTER=eagle (the default) trains an EAGLE-style draft (`specjax eagle-init`: one layer over the target's
 # features, the reduced head), distilled for EAGLE_STEPS steps from the teacher cache (the target runs once
 # per training row, not once per step) with the loss on every position, and benches `--mode eagle`.
@@ -42,6 +43,7 @@ case "$DRAFTER" in
 esac
 K=${K:-8192}
 TEMP=${TEMP:-0.7}  # the target's answers: sampling temperature (top-p 0.95); 0 = its greedy answers
+OPENINGS=${OPENINGS:-}  # e.g. instructions: make-prompts --openings (requests steered to start with instruction verbs)
 BENCH_NEW=${BENCH_NEW:-64}
 mkdir -p "$OUT"
 stage() { printf '\n=== [%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
@@ -51,7 +53,7 @@ stage "1/8 import the target"
 
 stage "2/8 the target writes $SELF user requests (Magpie-style, temperature 1)"
 [ -f "$OUT/self.jsonl" ] || $SJ make-prompts --target "$OUT/target" --out "$OUT/self.jsonl" --num-prompts "$SELF" \
-  --batch-size 32 --max-new-tokens 128
+  --batch-size 32 --max-new-tokens 128 ${OPENINGS:+--openings "$OPENINGS"}
 
 stage "3/8 the target answers $SAMPLES training prompts (from $PROMPTS)"
 [ -d "$OUT/data" ] || $SJ make-data --target "$OUT/target" --prompts "$PROMPTS" --out "$OUT/data" --num-samples "$SAMPLES" \
