@@ -4,7 +4,8 @@
 # them plus offline GSM / code / summarisation prompts (make-data, batched), rank the tokens it generates
 # into a reduced draft vocabulary (FR-Spec style), train the draft, then measure: call costs (c = drafter
 # call / target call) and `specjax bench` ar vs the draft on held-out MT-Bench prompts (disjoint from the
-# training prompts by make-data's hash check), greedy and T=1, gamma 1..6.
+# training prompts by make-data's hash check; `mt-bench-mix`, so short's 8 are one per category and full's 24
+# three), greedy and T=1, gamma 1..6.
 #
 #   BUDGET=short bash scripts/reproduce_smollm2.sh OUT     # at most ~45 minutes on a 2-core CPU
 #   BUDGET=full  bash scripts/reproduce_smollm2.sh OUT     # at most ~3 hours
@@ -26,7 +27,7 @@ SJ="$PY -m specjax"
 if [ "$BUDGET" = short ]; then
   SELF=${SELF:-384}; PROMPTS=${PROMPTS:-$OUT/self.jsonl,gsm:128,code:64,summarize:64}; SAMPLES=${SAMPLES:-640}
   NEW=${NEW:-128}; PRE_STEPS=${PRE_STEPS:-200}; PRE_B=${PRE_B:-8}; KD_STEPS=${KD_STEPS:-20}; KD_B=${KD_B:-4}
-  BENCH_PROMPTS=${BENCH_PROMPTS:-10}
+  BENCH_PROMPTS=${BENCH_PROMPTS:-8}
 elif [ "$BUDGET" = full ]; then
   SELF=${SELF:-1536}; PROMPTS=${PROMPTS:-$OUT/self.jsonl,gsm:768,code:384,summarize:384}; SAMPLES=${SAMPLES:-3072}
   NEW=${NEW:-160}; PRE_STEPS=${PRE_STEPS:-1200}; PRE_B=${PRE_B:-16}; KD_STEPS=${KD_STEPS:-150}; KD_B=${KD_B:-8}
@@ -87,8 +88,8 @@ fi
 stage "7/8 call costs: drafter vs target"
 [ -f "$OUT/costs.json" ] || $PY scripts/recipe_report.py costs "$OUT"
 
-stage "8/8 bench on held-out MT-Bench prompts: ar vs $MODE, gamma 1..6, greedy and T=1"
-[ -f "$OUT/bench.json" ] || $SJ bench --target "$OUT/target" --draft "$OUT/drafter" --prompts mt-bench \
+stage "8/8 bench on $BENCH_PROMPTS held-out MT-Bench prompts (every category alike): ar vs $MODE, gamma 1..6, greedy and T=1"
+[ -f "$OUT/bench.json" ] || $SJ bench --target "$OUT/target" --draft "$OUT/drafter" --prompts mt-bench-mix \
   --limit "$BENCH_PROMPTS" --chat --modes "ar,$MODE" --gamma 1,2,3,4,5,6 --temperature 0,1 \
   --max-new-tokens "$BENCH_NEW" --out "$OUT/bench.json" --plot "$OUT/bench.png"
 $PY scripts/recipe_report.py report "$OUT"

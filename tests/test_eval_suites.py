@@ -57,6 +57,15 @@ def test_builtin_suites(name, count, probe):
   assert suites.load_prompts(name) == prompts  # from the cache now
 
 
+def test_mt_bench_mix_spreads_the_categories():
+  plain, mix = suites.load_prompts("mt-bench"), suites.load_prompts("mt-bench-mix")
+  assert sorted(mix) == sorted(plain) and len(mix) == 80
+  category = {q["turns"][0]: q["category"] for q in suites._mt_bench_questions()}
+  assert {category[p] for p in plain[:10]} == {"writing"}  # the file's order: one category at a time
+  for k in range(10):  # every block of 8 holds each category once, in the file's category order
+    assert [category[p] for p in mix[8 * k : 8 * k + 8]] == list(dict.fromkeys(category[p] for p in plain))
+
+
 def test_gsm_is_deterministic():
   first = suites._gsm()
   assert first == suites._gsm()

