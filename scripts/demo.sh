@@ -30,7 +30,7 @@ step "5/7 align the drafter to the target with TVD++ (measures real acceptance a
   spec_eval.every=0 spec_eval.prompts=8 spec_eval.max_new_tokens=32 "spec_eval.temperatures=[0.0]"
 
 step "6/7 benchmark on held-out prompts: tau before and after alignment (MT-Bench), lookup drafting (grounded)"
-BENCH=(--prompts mt-bench --limit 4 --chat --modes ar,spec --gamma 4 --temperature 0 --max-new-tokens 48)
+BENCH=(--prompts mt-bench-mix --limit 8 --chat --modes ar,spec --gamma 4 --temperature 0 --max-new-tokens 48)
 [ -f "$D/bench_pretrained.json" ] || $SJ bench --target "$D/target" --draft "$D/pretrain/final" "${BENCH[@]}" \
   --out "$D/bench_pretrained.json"
 [ -f "$D/bench.json" ] || $SJ bench --target "$D/target" --draft "$D/distill/final" "${BENCH[@]}" \
