@@ -5,13 +5,15 @@
 
 `costs` times one-token calls of the target and of OUT/drafter (and the target's gamma+1-token
 verification calls) with `specjax.eval.forward.call_costs`, batch 1, 200 cached tokens.
-`report` gathers costs.json, bench.json (`specjax bench`), the vocabulary map's coverage and the
-training runs' last metrics into report.json, and plots block efficiency and acceptance against gamma
+`report` gathers costs.json, bench.json (`specjax bench`), the vocabulary map's coverage, the
+training runs' last metrics and each stage's wall time (`stage_times`, summed over resumed runs) into
+report.json, and plots block efficiency and acceptance against gamma
 (greedy and T=1) and tokens/s of spec against ar.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -47,6 +49,43 @@ def _last_metrics(path: Path) -> dict:
     except json.JSONDecodeError:
       continue
   return last
+
+
+def stage_times(path: Path) -> dict:
+  """Wall seconds per stage of `reproduce_smollm2.sh`, summed over its invocations, from OUT/stage_times.tsv
+  (one `unix-time<TAB>event` line per stage header, invocation start and exit).
+
+  A stage lasts until the next event. A stage followed by a `start` belongs to an invocation that ended
+  without its exit line (killed with SIGKILL, or the machine went away): its time is unknown, so it is
+  listed under `untimed` instead of being counted. Stages are keyed by their number (`3/8`) and keep the
+  header of their last invocation.
+  """
+  if not path.is_file():
+    return {}
+  events = []
+  for n, line in enumerate(path.read_text().splitlines(), 1):
+    t, sep, name = line.partition("\t")
+    if not sep or not t.isdigit() or not name:
+      raise ValueError(f"{path}:{n}: expected 'unix-time<TAB>event', got {line!r}")
+    events.append((int(t), name))
+  seconds: dict[str, int] = {}
+  label: dict[str, str] = {}
+  untimed = []
+  for (t0, name), (t1, after) in itertools.pairwise(events):
+    if name in ("start", "exit"):
+      continue
+    key = name.split(" ", 1)[0]
+    label[key] = name
+    if after == "start":
+      untimed.append(name)
+      continue
+    seconds[key] = seconds.get(key, 0) + t1 - t0
+  return {
+    "stages": [{"stage": label[k], "s": s} for k, s in seconds.items()],
+    "total_s": sum(seconds.values()),
+    "invocations": sum(name == "start" for _, name in events),
+    "untimed": untimed,
+  }
 
 
 def report(out: Path) -> None:
@@ -97,12 +136,16 @@ def report(out: Path) -> None:
     "c": cost.get("c"),
     "c_verify": cost.get("c_verify"),
   }
+  times = stage_times(out / "stage_times.tsv")
+  if times:
+    summary["stages_total_min"] = round(times["total_s"] / 60, 1)
   record = {
     "summary": summary,
     "costs": cost,
     "vocab": {k: v for k, v in vocab.items() if k != "ids"},
     "pretrain_last_metrics": _last_metrics(out / "pre" / "metrics.jsonl"),
     "distill_last_metrics": _last_metrics(out / "kd" / "metrics.jsonl"),
+    "stage_times": times,
     "bench": rows,
   }
   (out / "report.json").write_text(json.dumps(record, indent=1) + "\n")

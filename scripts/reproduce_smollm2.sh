@@ -10,7 +10,7 @@
 #   BUDGET=short bash scripts/reproduce_smollm2.sh OUT     # at most ~45 minutes on a 2-core CPU
 #   BUDGET=full  bash scripts/reproduce_smollm2.sh OUT     # at most ~3 hours
 #
-# Writes OUT/drafter (the final drafter, a specjax checkpoint), OUT/report.json and OUT/*.png.
+# Writes OUT/drafter (the final drafter, a specjax checkpoint), OUT/report.json, OUT/*.png and OUT/stage_times.tsv.
 # Every stage is skipped when its output exists, so a rerun resumes (training runs resume from checkpoints).
 # Knobs (environment): PY (python), BUDGET, K (draft vocabulary size), TEMP, OPENINGS, and the per-stage numbers
 # below.
@@ -47,7 +47,13 @@ TEMP=${TEMP:-0.7}  # the target's answers: sampling temperature (top-p 0.95); 0 
 OPENINGS=${OPENINGS:-}  # e.g. instructions: make-prompts --openings (requests steered to start with instruction verbs)
 BENCH_NEW=${BENCH_NEW:-64}
 mkdir -p "$OUT"
-stage() { printf '\n=== [%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+# Every stage header and every exit (a finished, failed or interrupted invocation) is appended to
+# OUT/stage_times.tsv (unix time, event), so report.json sums each stage's wall time over resumed runs.
+TIMES="$OUT/stage_times.tsv"
+stage() { printf '\n=== [%s] %s\n' "$(date +%H:%M:%S)" "$*"; printf '%s\t%s\n' "$(date +%s)" "$*" >> "$TIMES"; }
+trap 'printf "%s\texit\n" "$(date +%s)" >> "$TIMES"' EXIT
+trap 'exit 130' INT TERM
+printf '%s\tstart\n' "$(date +%s)" >> "$TIMES"
 
 stage "1/8 import the target"
 [ -d "$OUT/target" ] || $SJ import smollm2-135m-instruct --out "$OUT/target"
@@ -92,4 +98,6 @@ stage "8/8 bench on $BENCH_PROMPTS held-out MT-Bench prompts (every category ali
 [ -f "$OUT/bench.json" ] || $SJ bench --target "$OUT/target" --draft "$OUT/drafter" --prompts mt-bench-mix \
   --limit "$BENCH_PROMPTS" --chat --modes "ar,$MODE" --gamma 1,2,3,4,5,6 --temperature 0,1 \
   --max-new-tokens "$BENCH_NEW" --out "$OUT/bench.json" --plot "$OUT/bench.png"
+
+stage "report: OUT/report.json (with the stages' times so far), OUT/acceptance.png, OUT/speed.png"
 $PY scripts/recipe_report.py report "$OUT"
