@@ -10,6 +10,19 @@ from specjax.data.distill_data import META_FILE, check_same_target, load_distill
 from specjax.errors import SpecjaxError
 
 
+def _killed_on_call(generate, n):
+  """`generate`, except that its n-th call raises KeyboardInterrupt (the run killed mid-way)."""
+  calls = []
+
+  def killed(prompt_ids, seed):
+    calls.append(seed)
+    if len(calls) == n:
+      raise KeyboardInterrupt
+    return generate(prompt_ids, seed)
+
+  return killed
+
+
 @pytest.fixture(scope="module")
 def target(tmp_path_factory):
   return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "target", seed=0, init_scale=0.5)
@@ -56,16 +69,8 @@ def test_resume_after_a_crash_neither_duplicates_nor_loses(target, tmp_path):
   full = make_data(target, src, tmp_path / "ref", generate=word_generator(), **kw)
 
   gen = word_generator()
-  calls = []
-
-  def crashing(prompt_ids, seed):
-    calls.append(seed)
-    if len(calls) == 3:
-      raise KeyboardInterrupt  # killed while generating the third shard
-    return gen(prompt_ids, seed)
-
-  with pytest.raises(KeyboardInterrupt):
-    make_data(target, src, tmp_path / "d", generate=crashing, **kw)
+  with pytest.raises(KeyboardInterrupt):  # killed while generating the third shard
+    make_data(target, src, tmp_path / "d", generate=_killed_on_call(gen, 3), **kw)
   work = tmp_path / ".d.partial"
   assert sorted(p.name for p in work.glob("shard-*")) == ["shard-00000", "shard-00001"]
   assert not (tmp_path / "d").exists()
@@ -228,17 +233,10 @@ def test_make_prompts_keeps_finished_distinct_held_out_requests_and_resumes(targ
   assert len(kept) == 9 == len(set(kept))
   assert all(p.endswith(("cat", "dog")) and len(p.split()) == 5 for p in kept)  # no unfinished, short or eval row
 
-  calls, crash = [], []
+  calls = []
   gen = _request_generator(tok, calls)
-
-  def crashing(prompt_ids, seed):
-    crash.append(seed)
-    if len(crash) == 2:
-      raise KeyboardInterrupt  # killed in the second round
-    return gen(prompt_ids, seed)
-
-  with pytest.raises(KeyboardInterrupt):
-    make_prompts(target, tmp_path / "p.jsonl", generate=crashing, **kw)
+  with pytest.raises(KeyboardInterrupt):  # killed in the second round
+    make_prompts(target, tmp_path / "p.jsonl", generate=_killed_on_call(gen, 2), **kw)
   work = tmp_path / ".p.jsonl.partial"
   assert json.loads((work / "meta.json").read_text())["rounds"] == 1 and not (tmp_path / "p.jsonl").exists()
   for other in ({"min_words": 3}, {"batch_size": 2}):
@@ -283,16 +281,8 @@ def test_make_prompts_openings_steer_each_request_in_turn(target, tmp_path, caps
   # the opening, then the continuation's text as the target wrote it (row 0 of round 0 was unfinished)
   assert kept[:2] == ["Explain meyes", "Writewhere is the big sea"]
 
-  rounds = []
-
-  def crashing(prompt_ids, seed):
-    rounds.append(seed)
-    if len(rounds) == 2:
-      raise KeyboardInterrupt  # killed in the second round
-    return gen(prompt_ids, seed)
-
-  with pytest.raises(KeyboardInterrupt):
-    make_prompts(target, tmp_path / "q.jsonl", openings=["Write"], generate=crashing, **kw)
+  with pytest.raises(KeyboardInterrupt):  # killed in the second round
+    make_prompts(target, tmp_path / "q.jsonl", openings=["Write"], generate=_killed_on_call(gen, 2), **kw)
   with pytest.raises(SpecjaxError, match="other settings"):  # a resume with other openings is refused
     make_prompts(target, tmp_path / "q.jsonl", openings=["Explain"], generate=gen, **kw)
   with pytest.raises(SpecjaxError, match="non-empty"):
