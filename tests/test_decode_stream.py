@@ -63,3 +63,31 @@ def test_stream_refusals(target):
     eng.stream(prompts([3, 9]), max_new_tokens=eng.max_len - 8)
   with pytest.raises(SpecjaxError, match="one limit in 1..4 per prompt"):
     eng.stream(prompts([3, 4]), max_new_tokens=4, per_prompt=[2, 5])
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_stream_features_equal_the_teachers_pass(target, batch_size):
+  # features=True keeps, at every position of prompt + answer, what one full forward pass over that
+  # sequence gives (the teacher cache's f_t and log-sum-exp); the answers are those of greedy `ar`.
+  import numpy as np
+
+  from specjax.train.teacher_cache import _teacher_fn
+
+  cfg, params = target
+  ps = prompts(LENGTHS)
+  eng = engine(target)
+  greedy = eng.run(ps, "ar", max_new_tokens=9, batch_size=1)
+  eos = sorted({r.tokens[k] for r, k in zip(greedy.rows, (1, 4), strict=False)})
+  eng = engine(target, eos_ids=eos)
+  ref = eng.stream(ps, max_new_tokens=9, batch_size=batch_size)
+  out = eng.stream(ps, max_new_tokens=9, batch_size=batch_size, features=True)
+  assert [r.tokens for r in out.rows] == [r.tokens for r in ref.rows]
+  assert len({len(r.tokens) for r in out.rows}) > 2  # rows ended (and were refilled) at several steps
+  run = _teacher_fn(cfg)
+  for p, row in zip(ps, out.rows, strict=True):
+    seq = np.asarray(list(p) + row.tokens, np.int32)
+    f, z = (np.asarray(a)[0] for a in run(params, seq[None]))
+    assert row.features.shape == f.shape and row.features.dtype == np.float16
+    np.testing.assert_allclose(row.features.astype(np.float32), f, rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(row.lse, z, rtol=1e-5, atol=1e-4)
+  assert ref.rows[0].features is None

@@ -48,6 +48,8 @@ MIN_BUCKET = 16
 class RowResult:
   tokens: list[int]
   metrics: dict[str, Any]
+  features: np.ndarray | None = None  # `Engine.stream(features=True)`: [prompt + answer, D] float16
+  lse: np.ndarray | None = None  # [prompt + answer] float32 (see `specjax.decode.stream`)
 
 
 @dataclasses.dataclass
@@ -227,12 +229,14 @@ class Engine:
     batch_size: int = 16,
     seed: int = 0,
     per_prompt: Sequence[int] | None = None,
+    features: bool = False,
   ) -> RunResult:
     """Target-only sampling of every prompt with `batch_size` rows that are refilled as soon as their
     answer ends (`specjax.decode.stream`): answers distributed as `run(..., "ar")`'s (identical when
     greedy). One compiled call for the whole prompt list, padded to the length bucket of its longest
     prompt; `per_prompt` optionally gives each prompt its own limit (at most `max_new_tokens`).
-    Metrics: new_tokens, steps ([B, 1] calls), refills, tokens_per_s, wall_s, compile_s."""
+    Metrics: new_tokens, steps ([B, 1] calls), refills, tokens_per_s, wall_s, compile_s. With `features` each
+    row also holds the target's features and log-normalisers at every position of prompt + answer."""
     from specjax.decode.stream import stream
 
     limit = self._check_prompts(prompts, max_new_tokens, batch_size)
@@ -251,18 +255,22 @@ class Engine:
       lens[i], max_new[i] = len(p), limits[i]
     args = (self.target_params, jnp.asarray(queue), jnp.asarray(lens), jnp.asarray(max_new))
     args += (jnp.int32(len(prompts)), jax.random.key(seed))
-    key = ("stream", s, Q, batch_size)
+    key = ("stream", s, Q, batch_size, features)
     compile_s = 0.0
     if key not in self._compiled:
       t0 = time.perf_counter()
-      fn = jax.jit(stream, static_argnums=(0, 7))
-      self._compiled[key] = fn.lower(s, *args, batch_size).compile(self.compiler_options)
+      fn = jax.jit(stream, static_argnums=(0, 7, 8))
+      self._compiled[key] = fn.lower(s, *args, batch_size, features).compile(self.compiler_options)
       compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     result = jax.device_get(jax.block_until_ready(self._compiled[key](*args)))
     wall_s = time.perf_counter() - t0
     n = np.asarray(result.out.n)
     rows = [RowResult(tokens=[int(t) for t in result.out.tokens[i, : n[i]]], metrics={}) for i in range(len(prompts))]
+    if features:
+      for i, row in enumerate(rows):
+        end = len(prompts[i]) + int(n[i])
+        row.features, row.lse = result.features[i, :end], result.lse[i, :end]
     new = int(n[: len(prompts)].sum())
     metrics = dict(
       new_tokens=new,
