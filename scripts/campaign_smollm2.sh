@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The drafter-at-scale data campaign for SmolLM2-135M-Instruct: about 3 million tokens of the target's own
+# answers, resumable across interruptions and sessions. Keep OUT outside the work tree.
+#
+#   PY=.venv/bin/python bash scripts/campaign_smollm2.sh OUT
+#
+# Stages (each skipped when its output exists; make-data resumes after its last complete shard of 256):
+#   1. import the target (OUT/target)
+#   2. 4096 target-written requests (OUT/self.jsonl), and 3072 steered to open with instruction verbs
+#      (OUT/self_instr.jsonl, make-prompts --openings instructions)
+#   3. 24000 answers (OUT/data-mix1) to those requests plus GSM-style problems, code explanation,
+#      summarisation and dialogue openings, at T=0.7 / top-p 0.95, at most 160 new tokens each
+# Every evaluation suite stays disjoint from these prompts (make-data's hash check).
+# Knobs (environment): PY, SAMPLES, BATCH (make-data rows), NEW (max new tokens).
+set -euo pipefail
+OUT=${1:?usage: campaign_smollm2.sh OUT}
+PY=${PY:-python}
+SAMPLES=${SAMPLES:-24000}
+BATCH=${BATCH:-32}
+NEW=${NEW:-160}
+mkdir -p "$OUT"
+case "$PY" in */*) PY=$(realpath "$PY") ;; esac
+cd "$OUT"  # the stages name their files relative to OUT (make-data records its prompt spec as given)
+SJ="$PY -m specjax"
+stage() { printf '\n=== [%s] %s\n' "$(date +%H:%M:%S)" "$*"; printf '%s\t%s\n' "$(date +%s)" "$*" >> stage_times.tsv; }
+trap 'printf "%s\texit\n" "$(date +%s)" >> stage_times.tsv' EXIT
+
+stage "1/3 import the target"
+[ -d target ] || $SJ import smollm2-135m-instruct --out target
+
+stage "2/3 target-written requests (plain and instruction-steered)"
+[ -f self.jsonl ] || $SJ make-prompts --target target --out self.jsonl --num-prompts 4096 \
+  --batch-size 32 --max-new-tokens 128
+[ -f self_instr.jsonl ] || $SJ make-prompts --target target --out self_instr.jsonl \
+  --num-prompts 3072 --batch-size 32 --max-new-tokens 128 --openings instructions
+
+stage "3/3 the target answers $SAMPLES prompts"
+[ -d data-mix1 ] || $SJ make-data --target target \
+  --prompts "self.jsonl,self_instr.jsonl,gsm:3000,code:800,summarize:800,chat:800" \
+  --out data-mix1 --num-samples "$SAMPLES" --temperature 0.7 --top-p 0.95 --max-new-tokens "$NEW" \
+  --batch-size "$BATCH" --max-prompt-tokens 192 --shard-size 256
