@@ -308,3 +308,21 @@ def test_make_prompts_openings_steer_each_request_in_turn(target, tmp_path, caps
     )
     assert msg in capsys.readouterr().err
   assert not (tmp_path / "s.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+  "bad, message",
+  [
+    (dict(temperature=-1.0), "temperature"),
+    (dict(top_p=1.5), "top-p"),
+    (dict(max_new_tokens=100_000), "context holds"),
+  ],
+)
+def test_bad_settings_write_nothing(target, tmp_path, bad, message):
+  # Checked before the work folder exists: the corrected rerun starts clean instead of being refused.
+  src = prompts_file(tmp_path)
+  kw = dict(num_samples=4, shard_size=4, batch_size=4, check_eval=False)
+  with pytest.raises(SpecjaxError, match=message):
+    make_data(target, str(src), tmp_path / "d", **kw, **bad)
+  assert not (tmp_path / ".d.partial").exists() and not (tmp_path / "d").exists()
+  make_data(target, str(src), tmp_path / "d", **kw, generate=word_generator())

@@ -214,6 +214,17 @@ def make_data(
     ids.append([int(i) for i in p_ids])
   if not kept:
     raise SpecjaxError(f"every prompt is longer than max_prompt_tokens={max_prompt_tokens}; raise it")
+  # Every setting is checked before anything is written, so a corrected rerun is not refused as "other settings".
+  from specjax.decode.sampling import SamplingConfig
+
+  SamplingConfig(temperature=temperature, top_p=top_p)
+  context = ckpt.config.max_position_embeddings
+  longest = max(len(p) for p in ids)
+  if longest + max_new_tokens > context:
+    raise SpecjaxError(
+      f"a prompt of {longest} tokens plus max_new_tokens={max_new_tokens} needs {longest + max_new_tokens} positions, "
+      f"but the target's context holds {context}; lower --max-new-tokens or --max-prompt-tokens"
+    )
   if skipped:
     print(f"make-data: skipped {skipped} prompts longer than {max_prompt_tokens} tokens", file=sys.stderr)
   total = num_samples or len(kept)
