@@ -106,6 +106,12 @@ def _make_data_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--num-samples", type=int, default=None, help="samples to generate (default: one per prompt)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--shard-size", type=int, default=256, help="samples per shard (the resume granularity)")
+  p.add_argument(
+    "--features",
+    action="store_true",
+    help="also store the target's features and log-normalisers, kept as it samples (float16, D x 2 + 4 bytes a "
+    "token): an EAGLE distillation then runs no teacher pass",
+  )
   p.add_argument("--max-prompt-tokens", type=int, default=512, help="skip longer prompts (after the chat template)")
   p.add_argument("--system", default=None, help="optional system message")
   p.add_argument("--no-eval-check", action="store_true", help="skip the check that no prompt is in an evaluation suite")
@@ -193,6 +199,7 @@ def _cmd_make_data(args: argparse.Namespace) -> int:
     max_prompt_tokens=args.max_prompt_tokens,
     system=args.system,
     check_eval=not args.no_eval_check,
+    features=args.features,
   )
   print(f"wrote distillation dataset {args.out}")
   return 0

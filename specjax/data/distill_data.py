@@ -52,6 +52,7 @@ FORMAT = "specjax-distill-data-v1"
 Generate = Callable[[Sequence[Sequence[int]], int], list[list[int]]]
 
 
+FEATURES_FILE, LSE_FILE = "features.npy", "teacher_lse.npy"  # written with `make_data(features=True)`
 FINGERPRINT_VERSION = 2  # 1 (no version in the metadata): hash of the whole config and the raw parameters
 
 
@@ -93,12 +94,13 @@ def _legacy_fingerprint_matches(saved: dict, want: str, config, params) -> bool:
 
 
 def engine_generate(
-  config, params, *, eos_ids, temperature, top_p, max_new_tokens, batch_size, vocab_size=None
+  config, params, *, eos_ids, temperature, top_p, max_new_tokens, batch_size, vocab_size=None, features=False
 ) -> Generate:
   """The default generator: the compiled batched sampler of `specjax.decode.engine` (autoregressive, with
   `batch_size` rows refilled as soon as their answer ends: `Engine.stream`).
 
   `vocab_size` (the tokenizer's size, when the embedding table is padded past it) keeps padded ids out.
+  With `features` each answer is `(ids, features [n, D] float16, lse [n] float32)` over prompt + answer.
   """
   from specjax.decode.engine import Engine
   from specjax.decode.sampling import SamplingConfig
@@ -108,9 +110,16 @@ def engine_generate(
 
   def generate(prompt_ids: Sequence[Sequence[int]], seed: int) -> list[list[int]]:
     run = engine.stream(
-      list(prompt_ids), max_new_tokens=max_new_tokens, sampling=sampling, batch_size=batch_size, seed=seed
+      list(prompt_ids),
+      max_new_tokens=max_new_tokens,
+      sampling=sampling,
+      batch_size=batch_size,
+      seed=seed,
+      features=features,
     )
     generate.compile_s += run.compile_s  # reported apart from the sampling speed
+    if features:
+      return [(row.tokens, row.features, row.lse) for row in run.rows]
     return [row.tokens for row in run.rows]
 
   generate.compile_s = 0.0
@@ -122,7 +131,7 @@ def end_ids(ckpt, tokenizer) -> set[int]:
   return {int(e) for e in (tokenizer.eos_token_id, ckpt.config.eos_token_id) if e is not None}
 
 
-def target_sampler(ckpt, tokenizer, *, temperature, top_p, max_new_tokens, batch_size) -> Generate:
+def target_sampler(ckpt, tokenizer, *, temperature, top_p, max_new_tokens, batch_size, features=False) -> Generate:
   """`engine_generate` for a loaded checkpoint and its tokenizer (stops at `end_ids`, no padded ids)."""
   return engine_generate(
     ckpt.config,
@@ -133,6 +142,7 @@ def target_sampler(ckpt, tokenizer, *, temperature, top_p, max_new_tokens, batch
     max_new_tokens=max_new_tokens,
     batch_size=batch_size,
     vocab_size=min(len(tokenizer), ckpt.config.vocab_size),
+    features=features,
   )
 
 
@@ -165,6 +175,7 @@ def make_data(
   system: str | None = None,
   check_eval: bool = True,
   generate: Generate | None = None,
+  features: bool = False,
 ) -> Path:
   """Build (or resume building) a distillation dataset; see the module docstring.
 
@@ -181,6 +192,8 @@ def make_data(
     system: optional system message for the chat template.
     check_eval: fail if a prompt is in an evaluation suite (`sources.check_disjoint`).
     generate: replaces the compiled sampler (`fn(prompt_ids, seed) -> generated ids per prompt`).
+    features: also store the target's features and log-normalisers at every position, kept as it samples
+      (`FEATURES_FILE`, `LSE_FILE`; read by the teacher cache, which then runs no teacher pass).
 
   Returns:
     `out`.
@@ -255,6 +268,8 @@ def make_data(
     "num_samples": total,
     "shard_size": shard_size,
   }
+  if features:
+    meta["features"] = {"dtype": "float16", "dim": ckpt.config.hidden_size, "lse_dtype": "float32"}
   work = out.parent / f".{out.name}.partial"
   work.mkdir(parents=True, exist_ok=True)
   meta_path = work / META_FILE
@@ -271,7 +286,13 @@ def make_data(
   eos_ids = end_ids(ckpt, tokenizer)
   if generate is None:
     generate = target_sampler(
-      ckpt, tokenizer, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size
+      ckpt,
+      tokenizer,
+      temperature=temperature,
+      top_p=top_p,
+      max_new_tokens=max_new_tokens,
+      batch_size=batch_size,
+      features=features,
     )
   n_shards = -(-total // shard_size)
   t0, new_tokens = time.perf_counter(), 0
@@ -286,7 +307,15 @@ def make_data(
       raise SpecjaxError(f"the generator returned {len(gen)} responses for {hi - lo} prompts")
     records: dict[str, list] = {k: [] for k in ("prompt", "response", "tokens", "response_mask", "prompt_len")}
     records.update(finished=[], sample_id=[])
+    kept_f: list[tuple[np.ndarray, np.ndarray]] = []
     for i, (j, g) in enumerate(zip(rows_prompt, gen, strict=True)):
+      if features:
+        if not isinstance(g, tuple) or len(g) != 3:
+          raise SpecjaxError("features=True needs a generator that returns (ids, features, lse) per answer")
+        g, f, z = g
+        if len(f) != len(ids[j]) + len(g) or len(z) != len(f):
+          raise SpecjaxError(f"the generator returned features of {len(f)} positions for {len(ids[j]) + len(g)} tokens")
+        kept_f.append((np.asarray(f, np.float16), np.asarray(z, np.float32)))
       g = [int(t) for t in g]
       records["prompt"].append(kept[j])
       records["response"].append(tokenizer.decode(g, skip_special_tokens=True))
@@ -299,6 +328,9 @@ def make_data(
     tmp = work / f".tmp-{dest.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     datasets.Dataset.from_dict(records, features=_features()).save_to_disk(str(tmp))
+    if features:
+      np.save(tmp / FEATURES_FILE, np.concatenate([f for f, _ in kept_f]))
+      np.save(tmp / LSE_FILE, np.concatenate([z for _, z in kept_f]))
     os.replace(tmp, dest)
     _progress(hi, total, new_tokens, t0, getattr(generate, "compile_s", 0.0))
 
@@ -308,11 +340,36 @@ def make_data(
   final_tmp = work / ".final"
   shutil.rmtree(final_tmp, ignore_errors=True)
   full.save_to_disk(str(final_tmp))
+  if features:
+    _join_arrays([work / f"shard-{s:05d}" for s in range(n_shards)], final_tmp)
   atomic_write_text(final_tmp / META_FILE, json.dumps(meta, indent=2) + "\n")
   os.replace(final_tmp, out)
   shutil.rmtree(work, ignore_errors=True)
   print(f"make-data: wrote {len(full)} samples to {out}", file=sys.stderr)
   return out
+
+
+def _join_arrays(shards: Sequence[Path], out: Path) -> None:
+  """The shards' feature and log-normaliser arrays joined in row order into `out`, one shard at a time."""
+  for name in (FEATURES_FILE, LSE_FILE):
+    parts = [np.load(s / name, mmap_mode="r") for s in shards]
+    shape = (sum(len(p) for p in parts), *parts[0].shape[1:])
+    joined = np.lib.format.open_memmap(out / name, "w+", parts[0].dtype, shape)
+    at = 0
+    for p in parts:
+      joined[at : at + len(p)] = p
+      at += len(p)
+    joined.flush()
+    del joined
+
+
+def stored_features(path: str | os.PathLike, meta: dict):
+  """(features [tokens, D] float16, lse [tokens] float32), memory-mapped, of a make-data output made with
+  `features=True` (rows back to back in dataset order), or None for one made without."""
+  if "features" not in meta:
+    return None
+  path = Path(path)
+  return np.load(path / FEATURES_FILE, mmap_mode="r"), np.load(path / LSE_FILE, mmap_mode="r")
 
 
 def _features():

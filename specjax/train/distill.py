@@ -354,6 +354,7 @@ def distill(cfg: DistillConfig, out: str | Path, stop_at: int | None = None) -> 
 
   trainer.check_run_config(cfg, s_cfg)
   if s_cfg.kind == "eagle" and cfg.eagle.cache:
+    from specjax.data.distill_data import stored_features
     from specjax.train.teacher_cache import TeacherCache
 
     data.extras = TeacherCache.build(
@@ -364,6 +365,7 @@ def distill(cfg: DistillConfig, out: str | Path, stop_at: int | None = None) -> 
       data.rows_read(cfg.steps),
       cfg.data.seq_len,
       meta["target"]["fingerprint"],
+      stored=stored_features(data_path, meta),
     )
   tokenizer = load_tokenizer(target_path)
   eos_ids = tuple({int(e) for e in (tokenizer.eos_token_id, t_cfg.eos_token_id) if e is not None})

@@ -19,6 +19,9 @@ The arrays are saved under the run's folder (`teacher_cache/`, written before it
 names the target's fingerprint, the rows, their tokens' hash, seq_len and dtype), so a resumed run reads
 them back instead of recomputing; a cache whose meta does not match is rebuilt. Its size is printed:
 tokens x (D + 1) x 4 bytes (SmolLM2: 2.3 KB per token).
+
+A make-data output made with `--features` already holds both, kept by the sampler as it generated the rows
+(float16 features): the cache then reads them from the data and the teacher never runs.
 """
 
 from __future__ import annotations
@@ -38,17 +41,17 @@ BUCKET = 64  # rows are run in batches of equal padded length, a multiple of thi
 class TeacherCache:
   """Per-row teacher features and log-normalisers (the `extras` protocol of `ExampleBatches`)."""
 
-  def __init__(self, rows: Sequence[int], offsets: np.ndarray, features: np.ndarray, lse: np.ndarray):
+  def __init__(self, rows: Sequence[int], starts: np.ndarray, lengths: np.ndarray, features: np.ndarray, lse):
     self.index = {int(r): i for i, r in enumerate(rows)}
-    self.offsets, self.features, self.lse = offsets, features, lse
+    self.starts, self.lengths, self.features, self.lse = starts, lengths, features, lse
     self.fields = {"features": (features.shape[1],), "teacher_lse": ()}
 
   def row(self, r: int) -> dict[str, np.ndarray]:
     if r not in self.index:
       raise KeyError(f"row {r} is not in the teacher cache (it holds the rows the run reads)")
     i = self.index[r]
-    lo, hi = self.offsets[i], self.offsets[i + 1]
-    return {"features": self.features[lo:hi], "teacher_lse": self.lse[lo:hi]}
+    lo, hi = self.starts[i], self.starts[i] + self.lengths[i]
+    return {"features": np.asarray(self.features[lo:hi], np.float32), "teacher_lse": self.lse[lo:hi]}
 
   @classmethod
   def build(
@@ -61,11 +64,21 @@ class TeacherCache:
     seq_len: int,
     fingerprint: str,
     batch_size: int = 8,
+    stored: tuple[np.ndarray, np.ndarray] | None = None,
   ) -> TeacherCache:
     """The cache of `rows` of `tokens` (each truncated to seq_len) under the teacher (cfg, params):
-    read from `folder` when it holds the same one, else computed and saved there."""
+    read from `folder` when it holds the same one, else computed and saved there. `stored` (the arrays of
+    a make-data output made with features, `specjax.data.distill_data.stored_features`, whose target the
+    caller has checked) serves the rows directly: no teacher pass, nothing written."""
     folder = Path(folder)
     rows = sorted({int(r) for r in rows})
+    if stored is not None:
+      full = np.asarray([len(t) for t in tokens], np.int64)
+      if int(full.sum()) != len(stored[0]):
+        raise ValueError(f"the stored features cover {len(stored[0])} tokens, the rows {int(full.sum())}")
+      starts = np.concatenate([[0], np.cumsum(full)])[rows]
+      print(f"teacher cache: {len(rows)} rows from the data's stored features (no teacher pass)", file=sys.stderr)
+      return cls(rows, starts, np.minimum(full[rows], seq_len), *stored)
     seqs = [np.asarray(tokens[r][:seq_len], np.int32) for r in rows]
     digest = hashlib.sha256()
     for s in seqs:
@@ -84,7 +97,7 @@ class TeacherCache:
       feats = np.load(folder / "features.npy", mmap_mode="r")
       lse = np.load(folder / "teacher_lse.npy", mmap_mode="r")
       print(f"teacher cache: read {len(rows)} rows, {int(offsets[-1])} tokens from {folder}", file=sys.stderr)
-      return cls(rows, offsets, feats, lse)
+      return cls(rows, offsets[:-1], lengths, feats, lse)
     folder.mkdir(parents=True, exist_ok=True)
     meta_path.unlink(missing_ok=True)  # a stale or partial cache is never read
     total = int(offsets[-1])
@@ -108,7 +121,7 @@ class TeacherCache:
     meta_path.write_text(json.dumps(meta, indent=1))
     dt = time.perf_counter() - t0
     print(f"teacher cache: {total} tokens in {dt:.0f} s ({total / max(dt, 1e-9):.0f} tokens/s)", file=sys.stderr)
-    return cls(rows, offsets, feats, lse)
+    return cls(rows, offsets[:-1], lengths, feats, lse)
 
 
 def _buckets(lengths: np.ndarray, seq_len: int, batch_size: int):
