@@ -33,8 +33,9 @@ from specjax.decode.sampling import SamplingConfig
 from specjax.errors import SpecjaxError
 from specjax.eval.forward import call_costs, floor_s, param_bytes
 from specjax.fileio import atomic_write_text
-from specjax.models.llama import DTYPES, ModelConfig, init_params
+from specjax.models.config import DTYPES, ModelConfig
 from specjax.models.presets import PRESETS, get_preset
+from specjax.models.registry import init_params
 
 WIDTHS = (1, 2, 3, 5, 8, 16, 69)
 SAMPLING = SamplingConfig(temperature=0.7, top_p=0.95)

@@ -23,8 +23,8 @@ import jax
 
 from specjax.checkpoint.orbax_io import read_config
 from specjax.eval.forward import call_costs
-from specjax.models.llama import init_params
 from specjax.models.presets import get_preset
+from specjax.models.registry import init_params
 
 # (name, layers, width, mlp, heads, kv heads, K): K = 0 is the full vocabulary
 CANDIDATES = [

@@ -270,8 +270,7 @@ def _eagle_args(p: argparse.ArgumentParser) -> None:
 def _cmd_eagle_init(args: argparse.Namespace) -> int:
   from specjax.checkpoint.orbax_io import load_checkpoint, load_tokenizer, save_checkpoint
   from specjax.data.vocab_map import read_vocab_map
-  from specjax.models.eagle import from_target
-  from specjax.models.llama import count_params
+  from specjax.models.registry import count_params, from_target
 
   head_ids = read_vocab_map(args.map) if args.map else None
   target = load_checkpoint(args.target)

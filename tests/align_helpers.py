@@ -9,8 +9,8 @@ import numpy as np
 from tiny_tokenizer import make_tokenizer
 
 from specjax.checkpoint.orbax_io import load_tokenizer, save_checkpoint
-from specjax.models.llama import init_params
 from specjax.models.presets import get_preset
+from specjax.models.registry import init_params
 
 PROMPTS = [
   "what is the cat",

@@ -6,8 +6,9 @@ import jax
 import numpy as np
 
 from specjax.decode.engine import Engine
-from specjax.models.llama import LlamaConfig, init_params
+from specjax.models.llama import LlamaConfig
 from specjax.models.presets import get_preset
+from specjax.models.registry import init_params
 
 FAST = {"xla_backend_optimization_level": 0}  # halves XLA compile time; results are unchanged
 

@@ -15,8 +15,9 @@ from specjax.data.chat import encode_chat
 from specjax.data.corpus import DataConfig, build_token_store, iter_records
 from specjax.data.packing import PackedBatches, segment_attention_mask
 from specjax.errors import SpecjaxError
-from specjax.models.llama import Llama, init_params
+from specjax.models.llama import Llama
 from specjax.models.presets import get_preset
+from specjax.models.registry import init_params
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,9 @@ from test_decode_lookup import PROMPT, SAMPLES, V, chi2_pvalue, exact_distributi
 
 from specjax.decode.sampling import SamplingConfig
 from specjax.errors import SpecjaxError
-from specjax.models.eagle import EagleDraft, from_target
+from specjax.models.eagle import EagleDraft
 from specjax.models.llama import Llama, ModelConfig
+from specjax.models.registry import from_target
 
 LENGTHS = (3, 9, 14, 5, 12)
 MAX_NEW = 21

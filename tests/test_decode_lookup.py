@@ -14,7 +14,8 @@ from scipy import stats
 from specjax.decode import sampling
 from specjax.decode.lookup import lookup
 from specjax.decode.sampling import SamplingConfig
-from specjax.models.llama import Llama, init_params
+from specjax.models.llama import Llama
+from specjax.models.registry import init_params
 
 LENGTHS = (3, 9, 14, 5, 12)
 MAX_NEW = 23

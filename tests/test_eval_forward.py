@@ -6,8 +6,8 @@ import jax
 import pytest
 
 from specjax.eval.forward import call_costs, floor_s, param_bytes
-from specjax.models.llama import init_params
 from specjax.models.presets import get_preset
+from specjax.models.registry import init_params
 
 
 def test_call_costs_times_each_width():

@@ -23,9 +23,9 @@ from specjax.checkpoint.gguf import GGUF_TO_HF, GGUFModel, llama3_rope_from_fact
 from specjax.checkpoint.orbax_io import load_checkpoint
 from specjax.decode.engine import Engine
 from specjax.errors import SpecjaxError
-from specjax.models.llama import LlamaConfig, ModelConfig, count_params, init_params, param_shapes, rope_frequencies
+from specjax.models.llama import LlamaConfig, ModelConfig, rope_frequencies
 from specjax.models.presets import get_preset
-from specjax.models.registry import model_for
+from specjax.models.registry import count_params, init_params, model_for, param_shapes
 
 FAST = {"xla_backend_optimization_level": 0}
 T = 80  # tokens per row: past the original context (64) of the scaled-RoPE models

@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from specjax.models.llama import Llama, decode_layout, init_params
+from specjax.models.llama import Llama, decode_layout
 from specjax.models.presets import get_preset
-from specjax.models.registry import model_for
+from specjax.models.registry import init_params, model_for
 
 CFG = get_preset("tiny")
 

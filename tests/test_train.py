@@ -11,8 +11,8 @@ from tiny_tokenizer import make_corpus, make_tokenizer
 from specjax.checkpoint.orbax_io import load_checkpoint, save_checkpoint
 from specjax.config import config_to_dict, load_config
 from specjax.errors import SpecjaxError
-from specjax.models.llama import init_params
 from specjax.models.presets import get_preset
+from specjax.models.registry import init_params
 from specjax.train.embed_init import project_embedding
 from specjax.train.pretrain import PretrainConfig, model_config, pretrain
 

@@ -19,7 +19,7 @@ from specjax.checkpoint.gguf import GGUFModel, builtin_smollm2_path
 from specjax.checkpoint.orbax_io import is_checkpoint, load_checkpoint, load_tokenizer, save_checkpoint
 from specjax.errors import SpecjaxError
 from specjax.fileio import atomic_dir, refuse_existing
-from specjax.models.llama import param_shapes
+from specjax.models.registry import param_shapes
 
 BUILTIN_MODELS = {"smollm2-135m-instruct": builtin_smollm2_path}
 

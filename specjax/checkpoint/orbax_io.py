@@ -24,7 +24,8 @@ import orbax.checkpoint as ocp
 
 from specjax.errors import SpecjaxError
 from specjax.fileio import atomic_dir
-from specjax.models.llama import LlamaConfig, param_shapes
+from specjax.models.config import LlamaConfig
+from specjax.models.registry import param_shapes
 
 CONFIG_FILE = "model_config.json"
 PARAMS_DIR = "params"

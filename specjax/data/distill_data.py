@@ -58,7 +58,7 @@ FINGERPRINT_VERSION = 2  # 1 (no version in the metadata): hash of the whole con
 
 def architecture(config) -> dict[str, Any]:
   """The config fields that define what the model computes (all but `NON_FUNCTIONAL_FIELDS`)."""
-  from specjax.models.llama import NON_FUNCTIONAL_FIELDS
+  from specjax.models.config import NON_FUNCTIONAL_FIELDS
 
   return {k: v for k, v in config.to_dict().items() if k not in NON_FUNCTIONAL_FIELDS}
 

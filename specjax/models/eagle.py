@@ -17,21 +17,21 @@ One call serves training and decoding, like `Llama`:
 with `features` [B, T, D] the target features paired with `tokens` [B, T] (the feature of the token
 *before* each one). Its config is a `ModelConfig` of kind "eagle" with the target's hidden size (a
 reduced vocabulary's `head_ids` keeps the head small: the head is most of an EAGLE draft's cost), and
-its checkpoint is an ordinary specjax checkpoint. `from_target` builds one from a target: the token
-embedding, final norm and head are copied from the target, the layers and `fc` start random.
+its checkpoint is an ordinary specjax checkpoint. `specjax.models.registry.from_target` builds one from a
+target: the token embedding, final norm and head are copied from the target, the layers and `fc` start random.
 """
 
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from specjax.errors import SpecjaxError
+from specjax.models.config import ModelConfig
 from specjax.models.kv_cache import KVCache
-from specjax.models.llama import ModelConfig, RMSNorm, _dense, decoder_layers, init_params, token_embedding
+from specjax.models.llama import RMSNorm, _dense, decoder_layers, token_embedding
 
 
 class EagleDraft(nn.Module):
@@ -83,29 +83,6 @@ def eagle_config(target: ModelConfig, num_layers: int = 1, head_ids=None) -> Mod
     scan_layers=True,
     remat=False,
   )
-
-
-def from_target(
-  target_cfg: ModelConfig, target_params: dict, num_layers: int = 1, head_ids=None, seed: int = 0
-) -> tuple[ModelConfig, dict]:
-  """A fresh EAGLE draft for the target: embedding, final norm and (reduced) head copied from the
-  target so its first proposal starts as the target's own reading of a feature; `fc` and the layers
-  random."""
-  cfg = eagle_config(target_cfg, num_layers, head_ids)
-  params = init_params(cfg, jax.random.key(seed))
-  table = np.asarray(target_params["embed_tokens"]["embedding"])
-  if target_cfg.tie_embeddings:
-    head = table.T  # [D, V]
-  else:
-    head = np.asarray(target_params["lm_head"]["kernel"])
-    if target_cfg.head_ids is not None:
-      raise SpecjaxError("the target has a reduced head; build the eagle draft from the full target")
-  if cfg.head_ids is not None:
-    head = head[:, np.asarray(cfg.head_ids)]
-  params["embed_tokens"] = {"embedding": jnp.asarray(table, cfg.weight_dtype)}
-  params["norm"] = {"scale": jnp.asarray(target_params["norm"]["scale"], cfg.weight_dtype)}
-  params["lm_head"] = {"kernel": jnp.asarray(head, cfg.weight_dtype)}
-  return cfg, params
 
 
 def unrolled_mask(T: int, steps: int) -> np.ndarray:

@@ -102,7 +102,7 @@ def target_embedding(name: str) -> np.ndarray:
 def initial_params(cfg: PretrainConfig, mcfg: LlamaConfig) -> Any:
   """Params to start from, or None for a random init (init_from / init_embed)."""
   from specjax.checkpoint.orbax_io import load_checkpoint, read_config
-  from specjax.models.llama import init_params
+  from specjax.models.registry import init_params
 
   if cfg.model.init_from:
     saved, _ = read_config(cfg.model.init_from)
