@@ -5,7 +5,7 @@ the speed-up it would give at a block efficiency tau, measured in one run on thi
 
 For every candidate (layers x width x draft vocabulary K) prints c = draft one-token call / target one-token
 call (random parameters: a call's cost does not depend on the values) and c_verify = target (gamma+1)-token
-call / target one-token call. With a per-position acceptance alpha (i.i.d. model, ALGORITHMS.md section 1)
+call / target one-token call. With a per-position acceptance alpha (i.i.d. model, docs/algorithms.md#the-speed-up-model)
 the predicted speed-up of gamma draft tokens per round is
 
     speedup(gamma) = (1 + alpha + ... + alpha^gamma) / (gamma * c + c_verify(gamma))

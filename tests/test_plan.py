@@ -28,7 +28,7 @@ def test_expected_tokens():
   assert expected_tokens([0.5, 0.5, 0.5], 2) == pytest.approx(1 + 0.5 + 0.25)
   assert expected_tokens([0.8, 0.5, None], 3) == pytest.approx(1 + 0.8 + 0.4)  # a never-reached position adds 0
   assert expected_tokens([0.5, 0.5], 2, match_rate=0.5) == pytest.approx(1 + 0.5 * 0.75)
-  # i.i.d. acceptance beta: (1 - beta^(gamma+1)) / (1 - beta), ALGORITHMS.md section 1
+  # i.i.d. acceptance beta: (1 - beta^(gamma+1)) / (1 - beta), docs/algorithms.md#the-speed-up-model
   assert expected_tokens([0.6] * 4, 4) == pytest.approx((1 - 0.6**5) / (1 - 0.6))
 
 

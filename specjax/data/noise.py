@@ -1,4 +1,4 @@
-"""Make Some Noise (MSN): the span-noise of Wang et al. (EMNLP 2024), ALGORITHMS.md section 4.
+"""Make Some Noise (MSN): the span-noise of Wang et al. (EMNLP 2024), docs/algorithms.md#make-some-noise.
 
 Per example (prompt S, full sequence X = S + response), one contiguous span of length L inside the
 response is noised: its start s is uniform in [|S|, |X| - L), and for i = s .. s+L-1, in order, X_i is

@@ -14,7 +14,7 @@ and little is computed for padding: `engine.compile_count` counts compilations. 
 (`jit(...).lower(...).compile()`), timed apart from the decode, which is timed up to
 `block_until_ready`.
 
-Metrics (ALGORITHMS.md section 1; the prefill, which emits the first token, is not a round):
+Metrics (docs/algorithms.md#metrics; the prefill, which emits the first token, is not a round):
 - target_calls / draft_calls: forwards after the prefill (for a batch: the rounds a row took part in);
 - drafted_tokens / accepted_tokens: proposals (gamma per speculative round, or the row's own draft
   length when it is dynamic; gamma per lookup round that found a match, 0 otherwise; W per Jacobi step;

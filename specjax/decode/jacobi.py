@@ -1,6 +1,6 @@
 """Jacobi and TR-Jacobi decoding (greedy, target only), each one compiled `lax.while_loop`.
 
-ALGORITHMS.md section 4; the TR-Jacobi details follow the official MSN inference code
+docs/algorithms.md#jacobi-and-tr-jacobi; the TR-Jacobi details follow the official MSN inference code
 (github wyxstriker/MakeSomeNoiseInference, model/noise_forward.py).
 
 Jacobi (window W): feed [cur, g_1..g_W] causally; with a_j = argmax after input j, accept the longest

@@ -3,7 +3,7 @@
 Everything here is pure and works on float32 logits over the last axis V. `SamplingConfig` is frozen
 and hashable, so it lives on a decoder's static settings.
 
-Speculative acceptance (ALGORITHMS.md section 1), for one round with draft tokens y_1..y_G:
+Speculative acceptance (docs/algorithms.md#speculative-sampling), for one round with draft tokens y_1..y_G:
 - greedy (temperature 0): accept y_i while y_i == argmax p_i; the next token is argmax p_j at the
   first mismatch j (or the bonus argmax p_{G+1});
 - sampling: accept y_i while u_i * q_i(y_i) <= p_i(y_i) (that is u_i <= min(1, p/q) without a

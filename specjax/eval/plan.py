@@ -9,7 +9,7 @@ width w as the per-round time of a decode loop making exactly that call (`round_
 greedy `jacobi` with window w - 1, on one batch of the prompts, prefill subtracted), and draft calls of
 1 and 2 tokens, trees and prefills timed in a compiled loop of calls (`specjax.eval.forward.call_costs`).
 
-Model (ALGORITHMS.md section 1; every a_i is P(proposal i accepted | 1..i-1 accepted)):
+Model (docs/algorithms.md#the-speed-up-model; every a_i is P(proposal i accepted | 1..i-1 accepted)):
 
     E[tokens per round](gamma) = 1 + m * sum_{k=1..gamma} prod_{i<=k} a_i
     seconds per round(gamma)   = c_draft(first) + (gamma - 1) * c_draft(1) + c_target(gamma + 1)

@@ -15,7 +15,7 @@ with logits [B, T, V] (any float dtype), `mask` [B, T] (nonzero = a response tok
   extras.
 
 p is the teacher (target) distribution and q the student (draft) distribution at each position.
-Definitions (ALGORITHMS.md sections 2, 3 and 5):
+Definitions (docs/algorithms.md#distillation-losses, docs/algorithms.md#adaspec):
 
 - `fkl`: sum_v p log(p / q).
 - `rkl`: sum_v q log(q / p).

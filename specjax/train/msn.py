@@ -4,7 +4,7 @@
     msn_train(cfg, "runs/msn")       # rerun with the same folder to resume
 
 Fine-tunes a model (usually the target itself) on (prompt, response) data with the noise of
-ALGORITHMS.md section 4: inside the jitted step, `specjax.data.noise.make_some_noise` replaces one span
+docs/algorithms.md#make-some-noise: inside the jitted step, `specjax.data.noise.make_some_noise` replaces one span
 of `span` response tokens per example by tokens drawn from the preceding (noised) prefix, and the loss is
 the ordinary next-token cross-entropy against the CLEAN tokens on response positions, standard causal
 mask. The noise key is the step key, so a resumed run noises exactly as an uninterrupted one. The
