@@ -6,7 +6,7 @@ import json
 import jax
 import numpy as np
 import pytest
-from align_helpers import tiny_checkpoint, word_data
+from align_helpers import PROMPTS, prompts_file, tiny_checkpoint, word_data
 
 from specjax.checkpoint.orbax_io import load_checkpoint
 from specjax.cli import main
@@ -129,11 +129,9 @@ def test_make_data_features_serve_the_cache(setup, tmp_path):
   them instead of running the teacher, and they equal the teacher pass (float16 storage) row by row."""
   from specjax.data.distill_data import make_data, stored_features
 
-  src = tmp_path / "p.jsonl"
-  src.write_text("".join(json.dumps({"prompt": f"say {w} twice"}) + "\n" for w in ("one", "two", "three")))
   data = make_data(
     setup["target"],
-    str(src),
+    str(prompts_file(tmp_path, PROMPTS[:3])),
     tmp_path / "d",
     num_samples=5,
     max_new_tokens=12,

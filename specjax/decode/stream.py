@@ -99,6 +99,10 @@ def stream(
   out = Output.init(Q, s.max_new_tokens, 1, max_new)
   key, k0 = jax.random.split(key)
 
+  def keeps(out: Output, item):
+    """A row that emitted for `item` stays busy: to feed its token (always, with features) or to go on."""
+    return features | ~out.done[jnp.minimum(item, Q - 1)]
+
   def run_prefill(prompt, lens):
     logits, cache, *f = prefill(s.target, params, prompt, lens, s.cache_size, vocab, return_features=features)
     return logits, cache, (f[0], _prompt_lse(s.target, params, f[0])) if features else None
@@ -121,7 +125,7 @@ def stream(
   state = _State(
     cache=cache,
     cur=first,
-    pending=served if features else served & ~out.done[jnp.minimum(row_item, Q - 1)],
+    pending=served & keeps(out, row_item),
     row_item=row_item,
     next_item=jnp.minimum(num_items, B).astype(jnp.int32),
     out=out,
@@ -148,7 +152,7 @@ def stream(
     return st.replace(
       cache=_write_row(st.cache, row, r),
       cur=st.cur.at[r].set(tok),
-      pending=st.pending.at[r].set(features | ~out.done[q]),
+      pending=st.pending.at[r].set(keeps(out, q)),
       row_item=st.row_item.at[r].set(q),
       next_item=q + 1,
       out=out,
@@ -185,7 +189,7 @@ def stream(
     emits = active & ~ended
     emit_item = jnp.where(emits, item, Q)
     out, _ = commit(st.out, _scatter(tok, emit_item, Q), _served(emit_item, Q), max_new, s.eos_ids)
-    grown = emits & (features | ~out.done[jnp.minimum(item, Q - 1)])
+    grown = emits & keeps(out, item)
     return st.replace(
       cache=cache.rollback(jnp.where(active, lengths + 1, lengths)),
       cur=jnp.where(emits, tok, st.cur),

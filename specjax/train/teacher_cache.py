@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from specjax.errors import SpecjaxError
+
 BUCKET = 64  # rows are run in batches of equal padded length, a multiple of this (fewer padded positions)
 
 
@@ -75,7 +77,10 @@ class TeacherCache:
     if stored is not None:
       full = np.asarray([len(t) for t in tokens], np.int64)
       if int(full.sum()) != len(stored[0]):
-        raise ValueError(f"the stored features cover {len(stored[0])} tokens, the rows {int(full.sum())}")
+        raise SpecjaxError(
+          f"the data's stored features cover {len(stored[0])} tokens but its rows hold {int(full.sum())}; "
+          "rebuild it with `specjax make-data --features`"
+        )
       starts = np.concatenate([[0], np.cumsum(full)])[rows]
       print(f"teacher cache: {len(rows)} rows from the data's stored features (no teacher pass)", file=sys.stderr)
       return cls(rows, starts, np.minimum(full[rows], seq_len), *stored)
