@@ -9,15 +9,19 @@
 #   2. 4096 target-written requests (OUT/self.jsonl), and 3072 steered to open with instruction verbs
 #      (OUT/self_instr.jsonl, make-prompts --openings instructions)
 #   3. 24000 answers (OUT/data-mix1) to those requests plus GSM-style problems, code explanation,
-#      summarisation and dialogue openings, at T=0.7 / top-p 0.95, at most 160 new tokens each
+#      summarisation and dialogue openings, at T=0.7 / top-p 0.95, at most 160 new tokens each, with the
+#      target's features and log-normalisers (make-data --features: EAGLE distillation runs no teacher pass)
 # Every evaluation suite stays disjoint from these prompts (make-data's hash check).
-# Knobs (environment): PY, SAMPLES, BATCH (make-data rows), NEW (max new tokens).
+# Knobs (environment): PY, SAMPLES, BATCH (make-data rows), NEW (max new tokens), SELF_N and INSTR_N (the
+# two make-prompts runs' sizes).
 set -euo pipefail
 OUT=${1:?usage: campaign_smollm2.sh OUT}
 PY=${PY:-python}
 SAMPLES=${SAMPLES:-24000}
 BATCH=${BATCH:-32}
 NEW=${NEW:-160}
+SELF_N=${SELF_N:-4096}
+INSTR_N=${INSTR_N:-3072}
 mkdir -p "$OUT"
 case "$PY" in */*) PY=$(realpath "$PY") ;; esac
 cd "$OUT"  # the stages name their files relative to OUT (make-data records its prompt spec as given)
@@ -29,13 +33,13 @@ stage "1/3 import the target"
 [ -d target ] || $SJ import smollm2-135m-instruct --out target
 
 stage "2/3 target-written requests (plain and instruction-steered)"
-[ -f self.jsonl ] || $SJ make-prompts --target target --out self.jsonl --num-prompts 4096 \
+[ -f self.jsonl ] || $SJ make-prompts --target target --out self.jsonl --num-prompts "$SELF_N" \
   --batch-size 32 --max-new-tokens 128
 [ -f self_instr.jsonl ] || $SJ make-prompts --target target --out self_instr.jsonl \
-  --num-prompts 3072 --batch-size 32 --max-new-tokens 128 --openings instructions
+  --num-prompts "$INSTR_N" --batch-size 32 --max-new-tokens 128 --openings instructions
 
 stage "3/3 the target answers $SAMPLES prompts"
 [ -d data-mix1 ] || $SJ make-data --target target \
   --prompts "self.jsonl,self_instr.jsonl,gsm:3000,code:800,summarize:800,chat:800" \
   --out data-mix1 --num-samples "$SAMPLES" --temperature 0.7 --top-p 0.95 --max-new-tokens "$NEW" \
-  --batch-size "$BATCH" --max-prompt-tokens 192 --shard-size 256
+  --batch-size "$BATCH" --max-prompt-tokens 192 --shard-size 256 --features
