@@ -23,7 +23,7 @@ NEW=${NEW:-160}
 SELF_N=${SELF_N:-4096}
 INSTR_N=${INSTR_N:-3072}
 mkdir -p "$OUT"
-case "$PY" in */*) PY=$(realpath "$PY") ;; esac
+case "$PY" in */*) PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" ;; esac  # absolute, not resolved: a venv python is a symlink
 cd "$OUT"  # the stages name their files relative to OUT (make-data records its prompt spec as given)
 SJ="$PY -m specjax"
 stage() { printf '\n=== [%s] %s\n' "$(date +%H:%M:%S)" "$*"; printf '%s\t%s\n' "$(date +%s)" "$*" >> stage_times.tsv; }
