@@ -1,4 +1,4 @@
-"""README.md and docs/ point only at what the repository holds, and their commands are real.
+"""README.md and docs/ point only at what the repository holds, and their commands and code are real.
 
 Fast (no model, no subprocess but one `git ls-files`): every relative link of README.md and docs/*.md
 resolves to a path of the repository and, with an `#anchor` into a .md file, to one of its headings
@@ -6,7 +6,9 @@ resolves to a path of the repository and, with an `#anchor` into a .md file, to 
 the same way; no file names the design notes that never were part of the repository; every `specjax
 COMMAND` line of a README code block (and of the reference pages of docs/, all but the dated log
 docs/results.md, whose commands are a record of what was run) names a real subcommand whose `--help`
-parses, and uses only flags that subcommand has.
+parses, and uses only flags that subcommand has; the README's training commands load their config
+with their overrides; the README's Python example imports what exists; every repository path named in
+inline code (`specjax/...`, `scripts/...`, `configs/...`, `tests/...`, `docs/...`) exists.
 """
 
 from __future__ import annotations
@@ -274,3 +276,78 @@ def test_slug_rule():
   )
   assert slug("Prompts the target writes (`specjax make-prompts`)") == "prompts-the-target-writes-specjax-make-prompts"
   assert slug("snake_case_name") == "snake_case_name"
+
+
+TRAINING = {
+  "pretrain": ("specjax.train.pretrain", "PretrainConfig"),
+  "distill": ("specjax.train.distill", "DistillConfig"),
+  "msn-train": ("specjax.train.msn", "MsnConfig"),
+}
+
+
+def test_readme_training_overrides_are_config_keys():
+  """`specjax pretrain / distill / msn-train --config YAML key=value ...` in the README loads as written."""
+  import importlib
+  import shlex
+
+  from specjax.config import load_config
+
+  checked = 0
+  for line, name in commands(README):
+    if name not in TRAINING:
+      continue
+    module, cls = TRAINING[name]
+    words = shlex.split(line.replace("[", " ").replace("]", " "))
+    config = words[words.index("--config") + 1]
+    overrides = [w for w in words if "=" in w and not w.startswith("-") and re.match(r"^[a-z_][\w.]*=", w)]
+    load_config(getattr(importlib.import_module(module), cls), ROOT / config, overrides)
+    checked += 1
+  assert checked
+
+
+def python_blocks(page: Path) -> list[str]:
+  return re.findall(r"^```python\n(.*?)^```", page.read_text(), re.M | re.S)
+
+
+def test_readme_python_example_imports_resolve():
+  import ast
+  import importlib
+
+  blocks = python_blocks(README)
+  assert blocks, "the README shows the Python API in a ```python block"
+  for block in blocks:
+    for node in ast.walk(ast.parse(block)):
+      if isinstance(node, ast.ImportFrom):
+        module = importlib.import_module(node.module)
+        for alias in node.names:
+          assert hasattr(module, alias.name), f"README: {node.module} has no {alias.name}"
+      elif isinstance(node, ast.Import):
+        for alias in node.names:
+          importlib.import_module(alias.name)
+
+
+# `specjax/...`, `scripts/...`, `configs/...`, `tests/...`, `docs/...` in inline code: paths of the repository.
+REPO_PATH = re.compile(r"`((?:specjax|scripts|configs|tests|docs)/[^`\s]*)`")
+
+
+def expand(path: str) -> list[str]:
+  m = re.search(r"\{([^{}]*)\}", path)
+  if not m:
+    return [path]
+  return [x for alt in m.group(1).split(",") for x in expand(path[: m.start()] + alt + path[m.end() :])]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=rel)
+def test_named_repository_paths_exist(page):
+  """A file or folder of the repository named in inline code (e.g. `specjax/decode/modes.py`) exists."""
+  problems = []
+  for i, line in enumerate(page.read_text().split("\n"), 1):
+    for m in REPO_PATH.finditer(line):
+      for path in expand(m.group(1).split("#")[0].rstrip(".,:;")):
+        if any(c in path for c in "*?["):
+          ok = any(ROOT.glob(path))
+        else:
+          ok = (ROOT / path).exists()
+        if not ok:
+          problems.append(f"{rel(page)}:{i}: `{path}` is not a path of the repository")
+  assert not problems, "\n".join(problems)
