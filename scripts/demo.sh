@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: the whole specjax job on the built-in target, SmolLM2-135M-Instruct, at a size a laptop CPU
 # finishes in about 15 minutes. Each stage is skipped when its output exists (rerun to resume; `make clean`
-# starts over). Scale every number up for a real run (see README.md).
+# starts over). Scale every number up for a real run (see docs/recipes.md).
 set -euo pipefail
 PY=${PY:-python}
 D=${DEMO_DIR:-demo_out}

@@ -1,5 +1,5 @@
 """The demo's closing table: every benchmarked mode against `ar` in the same run, and tau before and
-after alignment. Demo-scale numbers: a 60-step drafter and 12 distillation steps (see README for the
+after alignment. Demo-scale numbers: a 60-step drafter and 12 distillation steps (see docs/recipes.md for the
 real recipe, scripts/reproduce_smollm2.sh).
 
     python scripts/demo_table.py DEMO_DIR

@@ -3,7 +3,7 @@
     python scripts/make_layer_draft.py CKPT --layers 4 --out DRAFT_CKPT
 
 The draft shares the target's tokenizer and embeddings, so it is a valid speculative draft without any
-training (a trained drafter from `specjax distill` accepts more). Used by the README benchmark.
+training (a trained drafter from `specjax distill` accepts more); see docs/recipes.md#benchmark-scripts.
 """
 
 from __future__ import annotations
