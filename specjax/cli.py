@@ -417,7 +417,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
   from specjax.decode.sampling import SamplingConfig
   from specjax.decode.text import decode_tokens, encode, load_engine
-  from specjax.eval.suites import load_prompts
+  from specjax.prompts.suites import load_prompts
 
   sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k)
   texts = [args.prompt] if args.prompt is not None else load_prompts(args.prompts)
@@ -482,8 +482,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
   from specjax.decode.text import encode, load_engine
   from specjax.eval.bench import bench, plot
-  from specjax.eval.suites import load_prompts
   from specjax.fileio import atomic_write_text
+  from specjax.prompts.suites import load_prompts
 
   _check_modes(args.modes)
   texts = load_prompts(args.prompts)[: args.limit]
@@ -551,8 +551,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
   from specjax.decode.sampling import SamplingConfig
   from specjax.decode.text import encode, load_engine
   from specjax.eval.plan import plan, table
-  from specjax.eval.suites import load_prompts
   from specjax.fileio import atomic_write_text
+  from specjax.prompts.suites import load_prompts
 
   modes = args.modes or (["spec"] if args.draft else []) + ["lookup"] + (["tr-jacobi"] if args.temperature == 0 else [])
   _check_modes(modes)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from specjax.data import sources
 from specjax.eval import grounded
 from specjax.eval.grounded import grounded_prompts, passages
+from specjax.prompts import sources
 
 
 def test_passages_keep_prose_only():

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from specjax.errors import SpecjaxError
-from specjax.eval import suites
+from specjax.prompts import suites
 
 
 @pytest.fixture(autouse=True)

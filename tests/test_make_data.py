@@ -219,8 +219,8 @@ def _request_generator(tok, calls):
 
 def test_make_prompts_keeps_finished_distinct_held_out_requests_and_resumes(target, tmp_path, monkeypatch):
   from specjax.checkpoint.orbax_io import load_tokenizer
-  from specjax.data import sources
   from specjax.data.self_prompts import make_prompts, user_prefix
+  from specjax.prompts import sources
 
   monkeypatch.setattr(sources, "eval_prompts", lambda: ["Where is the BIG  sea"])
   tok = load_tokenizer(target)

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from specjax.data import sources
 from specjax.errors import SpecjaxError
+from specjax.prompts import sources
 
 
 def test_normalized_hash_ignores_case_and_whitespace():

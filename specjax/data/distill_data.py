@@ -181,7 +181,7 @@ def make_data(
 
   Args:
     target: the target's specjax checkpoint folder (params, config, tokenizer with a chat template).
-    prompts: a prompt source spec (`specjax.data.sources.load_prompts`).
+    prompts: a prompt source spec (`specjax.prompts.sources.load_prompts`).
     out: the dataset folder to create (must not exist).
     temperature, top_p, max_new_tokens: sampling settings of the target.
     batch_size: rows per compiled sampler call.
@@ -202,7 +202,7 @@ def make_data(
 
   from specjax.checkpoint.orbax_io import load_checkpoint, load_tokenizer
   from specjax.data.chat import prompt_text
-  from specjax.data.sources import check_disjoint, eval_prompts, load_prompts
+  from specjax.prompts.sources import check_disjoint, eval_prompts, load_prompts
 
   datasets.disable_progress_bars()
   out = refuse_existing(out)

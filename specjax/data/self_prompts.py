@@ -85,7 +85,7 @@ def _round_seed(seed: int, r: int) -> int:
 
 
 def _read_kept(path: Path) -> list[str]:
-  from specjax.data.sources import dedupe
+  from specjax.prompts.sources import dedupe
 
   if not path.exists():
     return []
@@ -134,7 +134,7 @@ def make_prompts(
     `out`.
   """
   from specjax.checkpoint.orbax_io import load_checkpoint, load_tokenizer
-  from specjax.data.sources import eval_prompts, normalize, prompt_hash
+  from specjax.prompts.sources import eval_prompts, normalize, prompt_hash
 
   out = refuse_existing(out)
   for name, v in (

@@ -29,7 +29,7 @@ a missing one is a SpecjaxError with its `pip install` command, see `specjax.pac
 
 `check_disjoint(train, eval)` hashes normalised text (NFKC, case-folded, whitespace collapsed) and raises
 `SpecjaxError` on any overlap; with `eval=None` it loads every evaluation suite through
-`specjax.eval.suites.load_prompts`.
+`specjax.prompts.suites.load_prompts`.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def dedupe(prompts: Iterable[str]) -> list[str]:
 
 def eval_prompts() -> list[str]:
   """Every prompt of every evaluation suite (MT-Bench, HumanEval, GSM, grounded)."""
-  from specjax.eval.suites import load_prompts as load_suite
+  from specjax.prompts.suites import load_prompts as load_suite
 
   out: list[str] = []
   for name in EVAL_SUITES:
