@@ -21,14 +21,18 @@ def test_jsonl(tmp_path):
   f = tmp_path / "p.jsonl"
   f.write_text('{"prompt": "a"}\n\n{"prompt": "b", "id": 3}\n')
   assert suites.load_prompts(str(f)) == ["a", "b"]
+  assert suites.load_prompts(f"{f}:1, {f}") == ["a", "a", "b"]  # the training spec grammar, repeats kept
+  g = tmp_path / "any.jsonl"
+  g.write_text('"bare"\n{"instruction": "field"}\n')  # the training record rule too
+  assert suites.load_prompts(str(g)) == ["bare", "field"]
 
 
 @pytest.mark.parametrize(
   "text, match",
   [
-    ("", "holds no prompts"),
-    ("\n\n", "holds no prompts"),
-    ('{"prompt": 1}\n', "line 1"),
+    ("", "gave no prompts"),
+    ("\n\n", "gave no prompts"),
+    ('{"prompt": 1}\n', "p.jsonl:1"),
     ("{oops\n", "not valid JSON"),
   ],
 )

@@ -220,9 +220,9 @@ def _request_generator(tok, calls):
 def test_make_prompts_keeps_finished_distinct_held_out_requests_and_resumes(target, tmp_path, monkeypatch):
   from specjax.checkpoint.orbax_io import load_tokenizer
   from specjax.data.self_prompts import make_prompts, user_prefix
-  from specjax.prompts import sources
+  from specjax.prompts import suites
 
-  monkeypatch.setattr(sources, "eval_prompts", lambda: ["Where is the BIG  sea"])
+  monkeypatch.setattr(suites, "eval_prompts", lambda: ["Where is the BIG  sea"])
   tok = load_tokenizer(target)
   kw = dict(num_prompts=9, round_size=6, batch_size=3, min_words=2)
   calls = []

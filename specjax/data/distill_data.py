@@ -181,7 +181,7 @@ def make_data(
 
   Args:
     target: the target's specjax checkpoint folder (params, config, tokenizer with a chat template).
-    prompts: a prompt source spec (`specjax.prompts.sources.load_prompts`).
+    prompts: a prompt source spec (`specjax.prompts.sources.load_sources`).
     out: the dataset folder to create (must not exist).
     temperature, top_p, max_new_tokens: sampling settings of the target.
     batch_size: rows per compiled sampler call.
@@ -190,7 +190,7 @@ def make_data(
     shard_size: samples per shard (the resume granularity).
     max_prompt_tokens: prompts longer than this after templating are skipped.
     system: optional system message for the chat template.
-    check_eval: fail if a prompt is in an evaluation suite (`sources.check_disjoint`).
+    check_eval: fail if a prompt is in an evaluation suite (`specjax.prompts.suites.check_disjoint`).
     generate: replaces the compiled sampler (`fn(prompt_ids, seed) -> generated ids per prompt`).
     features: also store the target's features and log-normalisers at every position, kept as it samples
       (`FEATURES_FILE`, `LSE_FILE`; read by the teacher cache, which then runs no teacher pass).
@@ -202,7 +202,8 @@ def make_data(
 
   from specjax.checkpoint.orbax_io import load_checkpoint, load_tokenizer
   from specjax.data.chat import prompt_text
-  from specjax.prompts.sources import check_disjoint, eval_prompts, load_prompts
+  from specjax.prompts.sources import load_sources
+  from specjax.prompts.suites import check_disjoint, eval_prompts
 
   datasets.disable_progress_bars()
   out = refuse_existing(out)
@@ -214,7 +215,7 @@ def make_data(
   ckpt = load_checkpoint(target)
   tokenizer = load_tokenizer(target)
   evals = eval_prompts() if check_eval else []
-  texts = load_prompts(prompts, seed=seed, exclude=evals)
+  texts = load_sources(prompts, seed=seed, exclude=evals)
   if check_eval:
     check_disjoint(texts, evals)
   kept, ids, skipped = [], [], 0

@@ -134,7 +134,8 @@ def make_prompts(
     `out`.
   """
   from specjax.checkpoint.orbax_io import load_checkpoint, load_tokenizer
-  from specjax.prompts.sources import eval_prompts, normalize, prompt_hash
+  from specjax.prompts.sources import normalize, prompt_hash
+  from specjax.prompts.suites import eval_prompts
 
   out = refuse_existing(out)
   for name, v in (
