@@ -139,7 +139,7 @@ def _make_prompts_args(p: argparse.ArgumentParser) -> None:
 
 
 def _openings(spec: str | None) -> list[str] | None:
-  from specjax.data.self_prompts import INSTRUCTION_OPENINGS
+  from specjax.jobs.make_prompts import INSTRUCTION_OPENINGS
 
   if spec is None:
     return None
@@ -160,7 +160,7 @@ def _openings(spec: str | None) -> list[str] | None:
   _make_prompts_args,
 )
 def _cmd_make_prompts(args: argparse.Namespace) -> int:
-  from specjax.data.self_prompts import make_prompts
+  from specjax.jobs.make_prompts import make_prompts
 
   make_prompts(
     args.target,

@@ -219,7 +219,7 @@ def _request_generator(tok, calls):
 
 def test_make_prompts_keeps_finished_distinct_held_out_requests_and_resumes(target, tmp_path, monkeypatch):
   from specjax.checkpoint.orbax_io import load_tokenizer
-  from specjax.data.self_prompts import make_prompts, user_prefix
+  from specjax.jobs.make_prompts import make_prompts, user_prefix
   from specjax.prompts import suites
 
   monkeypatch.setattr(suites, "eval_prompts", lambda: ["Where is the BIG  sea"])
@@ -249,7 +249,7 @@ def test_make_prompts_keeps_finished_distinct_held_out_requests_and_resumes(targ
 
 
 def test_make_prompts_gives_up_keeping_what_it_has(target, tmp_path):
-  from specjax.data.self_prompts import make_prompts
+  from specjax.jobs.make_prompts import make_prompts
 
   # the random tiny target rarely closes a user turn in 4 tokens: the compiled sampler runs, then the limit stops it
   with pytest.raises(SpecjaxError, match=r"kept \d+ of 1000 prompts in 1 rounds"):
@@ -264,7 +264,7 @@ def test_make_prompts_gives_up_keeping_what_it_has(target, tmp_path):
 def test_make_prompts_openings_steer_each_request_in_turn(target, tmp_path, capsys):
   from specjax.checkpoint.orbax_io import load_tokenizer
   from specjax.cli import main
-  from specjax.data.self_prompts import make_prompts, user_prefix
+  from specjax.jobs.make_prompts import make_prompts, user_prefix
 
   tok = load_tokenizer(target)
   ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
