@@ -183,7 +183,7 @@ def _cmd_make_prompts(args: argparse.Namespace) -> int:
 
 @_command("make-data", "generate a distillation dataset: the target's answers to instruction prompts", _make_data_args)
 def _cmd_make_data(args: argparse.Namespace) -> int:
-  from specjax.data.distill_data import make_data
+  from specjax.jobs.make_data import make_data
 
   make_data(
     args.target,

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from align_helpers import PROMPTS, prompts_file, tiny_checkpoint, word_generator
 
-from specjax.data.distill_data import META_FILE, check_same_target, load_distill_data, make_data
+from specjax.data.distill_data import META_FILE, check_same_target, load_distill_data
 from specjax.errors import SpecjaxError
+from specjax.jobs.make_data import make_data
 
 
 def _killed_on_call(generate, n):

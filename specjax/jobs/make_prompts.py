@@ -37,9 +37,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from specjax.data.distill_data import Generate, end_ids, target_sampler
 from specjax.errors import SpecjaxError
 from specjax.fileio import atomic_write_text, refuse_existing
+from specjax.jobs.make_data import Generate, end_ids, target_sampler
 
 _SENTINEL = "\u2063specjax-user-turn\u2063"
 
