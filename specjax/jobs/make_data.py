@@ -100,6 +100,25 @@ def target_sampler(ckpt, tokenizer, *, temperature, top_p, max_new_tokens, batch
   )
 
 
+def check_sampling(
+  ckpt,
+  prompt_ids: Sequence[Sequence[int]],
+  temperature: float,
+  top_p: float,
+  max_new_tokens: int,
+  batch_size: int,
+  fix: str,
+) -> None:
+  """The sampler's settings and room for the prompts, checked by a job before it writes anything: a
+  failure later would leave a work folder behind that refuses the corrected rerun as "other settings"."""
+  from specjax.decode.engine import check_prompts
+  from specjax.decode.sampling import SamplingConfig
+
+  SamplingConfig(temperature=temperature, top_p=top_p)
+  context = ckpt.config.max_position_embeddings
+  check_prompts(prompt_ids, max_new_tokens, batch_size, context, holder="the target's context", fix=fix)
+
+
 def _shard_seed(seed: int, shard: int) -> int:
   return int.from_bytes(hashlib.sha256(f"make-data:{seed}:{shard}".encode()).digest()[:4], "little") >> 1
 
@@ -182,17 +201,9 @@ def make_data(
     ids.append([int(i) for i in p_ids])
   if not kept:
     raise SpecjaxError(f"every prompt is longer than max_prompt_tokens={max_prompt_tokens}; raise it")
-  # Every setting is checked before anything is written, so a corrected rerun is not refused as "other settings".
-  from specjax.decode.sampling import SamplingConfig
-
-  SamplingConfig(temperature=temperature, top_p=top_p)
-  context = ckpt.config.max_position_embeddings
-  longest = max(len(p) for p in ids)
-  if longest + max_new_tokens > context:
-    raise SpecjaxError(
-      f"a prompt of {longest} tokens plus max_new_tokens={max_new_tokens} needs {longest + max_new_tokens} positions, "
-      f"but the target's context holds {context}; lower --max-new-tokens or --max-prompt-tokens"
-    )
+  check_sampling(
+    ckpt, ids, temperature, top_p, max_new_tokens, batch_size, fix="lower --max-new-tokens or --max-prompt-tokens"
+  )
   if skipped:
     print(f"make-data: skipped {skipped} prompts longer than {max_prompt_tokens} tokens", file=sys.stderr)
   total = num_samples or len(kept)
