@@ -327,3 +327,24 @@ def test_bad_settings_write_nothing(target, tmp_path, bad, message):
     make_data(target, str(src), tmp_path / "d", **kw, **bad)
   assert not (tmp_path / ".d.partial").exists() and not (tmp_path / "d").exists()
   make_data(target, str(src), tmp_path / "d", **kw, generate=word_generator())
+
+
+@pytest.mark.parametrize(
+  "bad, message",
+  [
+    (dict(temperature=-1.0), "temperature"),
+    (dict(top_p=2.0), "top-p"),
+    (dict(max_new_tokens=100_000), "context holds"),
+    (dict(max_rounds=-1), "max_rounds"),
+  ],
+)
+def test_make_prompts_bad_settings_write_nothing(target, tmp_path, bad, message):
+  # Checked before the work folder exists: the corrected rerun starts clean instead of being refused.
+  from specjax.checkpoint.orbax_io import load_tokenizer
+  from specjax.jobs.make_prompts import make_prompts
+
+  kw = dict(num_prompts=3, round_size=6, batch_size=3, min_words=2, check_eval=False)
+  with pytest.raises(SpecjaxError, match=message):
+    make_prompts(target, tmp_path / "p.jsonl", **kw, **bad)
+  assert not (tmp_path / ".p.jsonl.partial").exists() and not (tmp_path / "p.jsonl").exists()
+  make_prompts(target, tmp_path / "p.jsonl", generate=_request_generator(load_tokenizer(target), []), **kw)

@@ -23,7 +23,8 @@ of its unsteered requests start with. A kept request is the opening followed by 
 The output is a JSONL file, one `{"prompt": ...}` per line: a prompt source for `make-data`. Rounds are
 appended to the work folder `.<out name>.partial/` as they finish; rerunning the same command resumes
 after the last finished round (round r's seed depends only on the seed and r, so a resumed run writes
-exactly the prompts an uninterrupted one would). Other settings are refused rather than mixed.
+exactly the prompts an uninterrupted one would). Other settings are refused rather than mixed; every setting
+is checked before anything is written, so a corrected rerun is not refused.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from pathlib import Path
 
 from specjax.errors import SpecjaxError
 from specjax.fileio import atomic_write_text, refuse_existing
-from specjax.jobs.make_data import Generate, end_ids, target_sampler
+from specjax.jobs.make_data import Generate, check_sampling, end_ids, target_sampler
 
 _SENTINEL = "\u2063specjax-user-turn\u2063"
 
@@ -149,12 +150,15 @@ def make_prompts(
   openings = None if openings is None else [str(o).strip() for o in openings]
   if openings is not None and (not openings or not all(openings)):
     raise SpecjaxError("openings must be a non-empty list of non-empty strings")
+  if max_rounds is not None and max_rounds < 1:
+    raise SpecjaxError(f"max_rounds must be >= 1, got {max_rounds}")
   max_rounds = max_rounds or -(-20 * num_prompts // round_size) + 1
   ckpt = load_checkpoint(target)
   tokenizer = load_tokenizer(target)
   head = user_prefix(tokenizer, system)
   leads = openings or [""]  # what each continuation is given after the user-turn opening, in turn
   starts_ids = [tokenizer(head + lead, add_special_tokens=False)["input_ids"] for lead in leads]
+  check_sampling(ckpt, starts_ids, temperature, top_p, max_new_tokens, batch_size, fix="lower --max-new-tokens")
   eos_ids = end_ids(ckpt, tokenizer)
   eval_hashes = {prompt_hash(p) for p in eval_prompts()} if check_eval else set()
 
