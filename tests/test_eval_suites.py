@@ -30,8 +30,8 @@ def test_jsonl(tmp_path):
 @pytest.mark.parametrize(
   "text, match",
   [
-    ("", "gave no prompts"),
-    ("\n\n", "gave no prompts"),
+    ("", "holds no prompts"),
+    ("\n\n", "holds no prompts"),
     ('{"prompt": 1}\n', "p.jsonl:1"),
     ("{oops\n", "not valid JSON"),
   ],

@@ -100,7 +100,7 @@ def test_load_prompts_mixes_and_errors(tmp_path):
     sources.load_sources(str(tmp_path / "missing.jsonl"))
   empty = tmp_path / "empty.jsonl"
   empty.write_text("\n")
-  with pytest.raises(SpecjaxError, match="gave no prompts"):
+  with pytest.raises(SpecjaxError, match="holds no prompts"):
     sources.load_sources(str(empty))
 
 

@@ -301,7 +301,9 @@ def read_spec(spec: str, builtin: Builtin, kind: str, unique: bool) -> list[str]
   if unique:
     out = dedupe(out)
   if not out:
-    raise SpecjaxError(f"prompt source {spec!r} gave no prompts")
+    raise SpecjaxError(
+      f"prompt source {spec!r} holds no prompts; a JSONL file holds one JSON object or string per line"
+    )
   return out
 
 
