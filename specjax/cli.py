@@ -139,7 +139,7 @@ def _make_prompts_args(p: argparse.ArgumentParser) -> None:
 
 
 def _openings(spec: str | None) -> list[str] | None:
-  from specjax.data.self_prompts import INSTRUCTION_OPENINGS
+  from specjax.jobs.make_prompts import INSTRUCTION_OPENINGS
 
   if spec is None:
     return None
@@ -160,7 +160,7 @@ def _openings(spec: str | None) -> list[str] | None:
   _make_prompts_args,
 )
 def _cmd_make_prompts(args: argparse.Namespace) -> int:
-  from specjax.data.self_prompts import make_prompts
+  from specjax.jobs.make_prompts import make_prompts
 
   make_prompts(
     args.target,
@@ -183,7 +183,7 @@ def _cmd_make_prompts(args: argparse.Namespace) -> int:
 
 @_command("make-data", "generate a distillation dataset: the target's answers to instruction prompts", _make_data_args)
 def _cmd_make_data(args: argparse.Namespace) -> int:
-  from specjax.data.distill_data import make_data
+  from specjax.jobs.make_data import make_data
 
   make_data(
     args.target,
@@ -417,7 +417,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
   from specjax.decode.sampling import SamplingConfig
   from specjax.decode.text import decode_tokens, encode, load_engine
-  from specjax.eval.suites import load_prompts
+  from specjax.prompts.suites import load_prompts
 
   sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k)
   texts = [args.prompt] if args.prompt is not None else load_prompts(args.prompts)
@@ -482,8 +482,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
   from specjax.decode.text import encode, load_engine
   from specjax.eval.bench import bench, plot
-  from specjax.eval.suites import load_prompts
   from specjax.fileio import atomic_write_text
+  from specjax.prompts.suites import load_prompts
 
   _check_modes(args.modes)
   texts = load_prompts(args.prompts)[: args.limit]
@@ -551,8 +551,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
   from specjax.decode.sampling import SamplingConfig
   from specjax.decode.text import encode, load_engine
   from specjax.eval.plan import plan, table
-  from specjax.eval.suites import load_prompts
   from specjax.fileio import atomic_write_text
+  from specjax.prompts.suites import load_prompts
 
   modes = args.modes or (["spec"] if args.draft else []) + ["lookup"] + (["tr-jacobi"] if args.temperature == 0 else [])
   _check_modes(modes)

@@ -74,7 +74,7 @@ def word_generator(vocab_lo: int = 5, vocab_hi: int = 50, length: int = 12, eos:
 
 def word_data(target: Path, root: Path, num_samples: int, length: int, **kw) -> Path:
   """A make-data dataset at root/data: the stand-in word sampler's answers to PROMPTS."""
-  from specjax.data.distill_data import make_data
+  from specjax.jobs.make_data import make_data
 
   return make_data(
     target,

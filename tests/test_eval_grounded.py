@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from specjax.data import sources
 from specjax.eval import grounded
 from specjax.eval.grounded import grounded_prompts, passages
+from specjax.prompts import sources, suites
 
 
 def test_passages_keep_prose_only():
@@ -44,5 +44,5 @@ def test_suite_is_deterministic_grounded_and_held_out():
   firsts = [ps[0] for ps in (passages(grounded.description(n) or "") for n in grounded.PACKAGES) if ps]
   assert all(passage in prompt for passage, prompt in zip(firsts[:8], a[:8], strict=True))
   # No training prompt source shares a prompt with it.
-  train = sources.load_prompts("summarize:300,code:300")
-  assert sources.check_disjoint(train, a) == len(train)
+  train = sources.load_sources("summarize:300,code:300")
+  assert suites.check_disjoint(train, a) == len(train)

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from specjax.errors import SpecjaxError
-from specjax.eval import suites
+from specjax.prompts import suites
 
 
 @pytest.fixture(autouse=True)
@@ -21,6 +21,10 @@ def test_jsonl(tmp_path):
   f = tmp_path / "p.jsonl"
   f.write_text('{"prompt": "a"}\n\n{"prompt": "b", "id": 3}\n')
   assert suites.load_prompts(str(f)) == ["a", "b"]
+  assert suites.load_prompts(f"{f}:1, {f}") == ["a", "a", "b"]  # the training spec grammar, repeats kept
+  g = tmp_path / "any.jsonl"
+  g.write_text('"bare"\n{"instruction": "field"}\n')  # the training record rule too
+  assert suites.load_prompts(str(g)) == ["bare", "field"]
 
 
 @pytest.mark.parametrize(
@@ -28,7 +32,7 @@ def test_jsonl(tmp_path):
   [
     ("", "holds no prompts"),
     ("\n\n", "holds no prompts"),
-    ('{"prompt": 1}\n', "line 1"),
+    ('{"prompt": 1}\n', "p.jsonl:1"),
     ("{oops\n", "not valid JSON"),
   ],
 )

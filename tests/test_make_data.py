@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from align_helpers import PROMPTS, prompts_file, tiny_checkpoint, word_generator
 
-from specjax.data.distill_data import META_FILE, check_same_target, load_distill_data, make_data
+from specjax.data.distill_data import META_FILE, check_same_target, load_distill_data
 from specjax.errors import SpecjaxError
+from specjax.jobs.make_data import make_data
 
 
 def _killed_on_call(generate, n):
@@ -219,10 +220,10 @@ def _request_generator(tok, calls):
 
 def test_make_prompts_keeps_finished_distinct_held_out_requests_and_resumes(target, tmp_path, monkeypatch):
   from specjax.checkpoint.orbax_io import load_tokenizer
-  from specjax.data import sources
-  from specjax.data.self_prompts import make_prompts, user_prefix
+  from specjax.jobs.make_prompts import make_prompts, user_prefix
+  from specjax.prompts import suites
 
-  monkeypatch.setattr(sources, "eval_prompts", lambda: ["Where is the BIG  sea"])
+  monkeypatch.setattr(suites, "eval_prompts", lambda: ["Where is the BIG  sea"])
   tok = load_tokenizer(target)
   kw = dict(num_prompts=9, round_size=6, batch_size=3, min_words=2)
   calls = []
@@ -249,7 +250,7 @@ def test_make_prompts_keeps_finished_distinct_held_out_requests_and_resumes(targ
 
 
 def test_make_prompts_gives_up_keeping_what_it_has(target, tmp_path):
-  from specjax.data.self_prompts import make_prompts
+  from specjax.jobs.make_prompts import make_prompts
 
   # the random tiny target rarely closes a user turn in 4 tokens: the compiled sampler runs, then the limit stops it
   with pytest.raises(SpecjaxError, match=r"kept \d+ of 1000 prompts in 1 rounds"):
@@ -264,7 +265,7 @@ def test_make_prompts_gives_up_keeping_what_it_has(target, tmp_path):
 def test_make_prompts_openings_steer_each_request_in_turn(target, tmp_path, capsys):
   from specjax.checkpoint.orbax_io import load_tokenizer
   from specjax.cli import main
-  from specjax.data.self_prompts import make_prompts, user_prefix
+  from specjax.jobs.make_prompts import make_prompts, user_prefix
 
   tok = load_tokenizer(target)
   ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
@@ -326,3 +327,24 @@ def test_bad_settings_write_nothing(target, tmp_path, bad, message):
     make_data(target, str(src), tmp_path / "d", **kw, **bad)
   assert not (tmp_path / ".d.partial").exists() and not (tmp_path / "d").exists()
   make_data(target, str(src), tmp_path / "d", **kw, generate=word_generator())
+
+
+@pytest.mark.parametrize(
+  "bad, message",
+  [
+    (dict(temperature=-1.0), "temperature"),
+    (dict(top_p=2.0), "top-p"),
+    (dict(max_new_tokens=100_000), "context holds"),
+    (dict(max_rounds=-1), "max_rounds"),
+  ],
+)
+def test_make_prompts_bad_settings_write_nothing(target, tmp_path, bad, message):
+  # Checked before the work folder exists: the corrected rerun starts clean instead of being refused.
+  from specjax.checkpoint.orbax_io import load_tokenizer
+  from specjax.jobs.make_prompts import make_prompts
+
+  kw = dict(num_prompts=3, round_size=6, batch_size=3, min_words=2, check_eval=False)
+  with pytest.raises(SpecjaxError, match=message):
+    make_prompts(target, tmp_path / "p.jsonl", **kw, **bad)
+  assert not (tmp_path / ".p.jsonl.partial").exists() and not (tmp_path / "p.jsonl").exists()
+  make_prompts(target, tmp_path / "p.jsonl", generate=_request_generator(load_tokenizer(target), []), **kw)

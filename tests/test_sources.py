@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from specjax.data import sources
 from specjax.errors import SpecjaxError
+from specjax.prompts import sources, suites
 
 
 def test_normalized_hash_ignores_case_and_whitespace():
@@ -18,9 +18,9 @@ def test_normalized_hash_ignores_case_and_whitespace():
 
 def test_check_disjoint():
   evals = ["What is 2 + 2?", "Write a poem about the sea."]
-  assert sources.check_disjoint(["What is 3 + 3?", "Tell me a joke."], evals) == 2
+  assert suites.check_disjoint(["What is 3 + 3?", "Tell me a joke."], evals) == 2
   with pytest.raises(SpecjaxError, match="1 of 2 training prompts"):
-    sources.check_disjoint(["what is 2 +  2?", "Tell me a joke."], evals)
+    suites.check_disjoint(["what is 2 +  2?", "Tell me a joke."], evals)
 
 
 def test_chat_prompts_first_turns():
@@ -67,22 +67,22 @@ def test_jsonl_and_dataset_sources(tmp_path):
     {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "fourth"}]},
   ]
   f.write_text("\n".join(json.dumps(r) for r in recs) + "\n\n")
-  assert sources.jsonl_prompts(f) == ["first", "second", "third", "fourth"]
-  assert sources.load_prompts(f"{f}:2") == ["first", "second"]
+  assert sources.read_jsonl(f) == ["first", "second", "third", "fourth"]
+  assert sources.load_sources(f"{f}:2") == ["first", "second"]
   bad = tmp_path / "bad.jsonl"
   bad.write_text('{"prompt": "ok"}\n{not json\n')
   with pytest.raises(SpecjaxError, match="bad.jsonl:2"):
-    sources.jsonl_prompts(bad)
+    sources.read_jsonl(bad)
   nofield = tmp_path / "nofield.jsonl"
   nofield.write_text('{"answer": "x"}\n')
   with pytest.raises(SpecjaxError, match="no prompt field"):
-    sources.jsonl_prompts(nofield)
+    sources.read_jsonl(nofield)
 
   import datasets
 
   d = tmp_path / "ds"
   datasets.DatasetDict({"train": datasets.Dataset.from_dict({"question": ["q1", "q2", "q1"]})}).save_to_disk(str(d))
-  assert sources.load_prompts(str(d)) == ["q1", "q2"]
+  assert sources.load_sources(str(d)) == ["q1", "q2"]
   with pytest.raises(SpecjaxError, match="save_to_disk"):
     sources.dataset_prompts(tmp_path)
 
@@ -90,18 +90,18 @@ def test_jsonl_and_dataset_sources(tmp_path):
 def test_load_prompts_mixes_and_errors(tmp_path):
   f = tmp_path / "p.jsonl"
   f.write_text('{"prompt": "alpha"}\n{"prompt": "beta"}\n')
-  out = sources.load_prompts(f"chat:3,{f},gsm:2")
+  out = sources.load_sources(f"chat:3,{f},gsm:2")
   assert len(out) == 7 and out[3:5] == ["alpha", "beta"]
   with pytest.raises(SpecjaxError, match="unknown prompt source"):
-    sources.load_prompts("wikipedia:5")
+    sources.load_sources("wikipedia:5")
   with pytest.raises(SpecjaxError, match="empty prompt source"):
-    sources.load_prompts(" , ")
+    sources.load_sources(" , ")
   with pytest.raises(SpecjaxError, match="does not exist"):
-    sources.load_prompts(str(tmp_path / "missing.jsonl"))
+    sources.load_sources(str(tmp_path / "missing.jsonl"))
   empty = tmp_path / "empty.jsonl"
   empty.write_text("\n")
-  with pytest.raises(SpecjaxError, match="gave no prompts"):
-    sources.load_prompts(str(empty))
+  with pytest.raises(SpecjaxError, match="holds no prompts"):
+    sources.load_sources(str(empty))
 
 
 def test_missing_package_is_an_error_not_an_install(monkeypatch):
@@ -112,16 +112,16 @@ def test_missing_package_is_an_error_not_an_install(monkeypatch):
   monkeypatch.setitem(sys.modules, "reasoning_gym", None)  # import fails
   monkeypatch.setitem(sys.modules, "chatterbot_corpus", None)
   with pytest.raises(SpecjaxError, match=r"gsm prompt source needs .*`pip install reasoning-gym==0\.1\.25`"):
-    sources.load_prompts("gsm:5")
+    sources.load_sources("gsm:5")
   with pytest.raises(SpecjaxError, match=r"chat prompt source needs .*`pip install chatterbot-corpus==1\.3\.3`"):
-    sources.load_prompts("chat:5")
+    sources.load_sources("chat:5")
   assert calls == []
 
 
 def test_builtin_training_sources_are_disjoint_from_the_eval_suites():
-  evals = sources.eval_prompts()
+  evals = suites.eval_prompts()
   assert len(evals) >= 300  # MT-Bench 80 + HumanEval 164 + GSM 80
-  train = sources.load_prompts("gsm:200,chat:50,summarize:5,code:5", exclude=evals)
-  assert sources.check_disjoint(train) == len(train)
+  train = sources.load_sources("gsm:200,chat:50,summarize:5,code:5", exclude=evals)
+  assert suites.check_disjoint(train) == len(train)
   with pytest.raises(SpecjaxError, match="appear in the evaluation suites"):
-    sources.check_disjoint(train[:3] + [evals[0].upper()])
+    suites.check_disjoint(train[:3] + [evals[0].upper()])

@@ -127,7 +127,8 @@ def test_distill_with_and_without_cache_agree(setup, tmp_path):
 def test_make_data_features_serve_the_cache(setup, tmp_path):
   """`make-data --features` keeps the teacher's features and log-normalisers as it samples; the cache reads
   them instead of running the teacher, and they equal the teacher pass (float16 storage) row by row."""
-  from specjax.data.distill_data import make_data, stored_features
+  from specjax.data.distill_data import stored_features
+  from specjax.jobs.make_data import make_data
 
   data = make_data(
     setup["target"],

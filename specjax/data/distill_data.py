@@ -1,12 +1,8 @@
-"""Distillation data: the target model's own answers to instruction prompts (`specjax make-data`).
+"""Distillation data: the format `specjax make-data` (`specjax.jobs.make_data`) writes, and its readers.
 
-    make_data(target="ckpt/smollm2", prompts="gsm:500,chat:200,code:200", out="data/distill",
-              temperature=0.7, top_p=0.95, max_new_tokens=256, batch_size=16)
     ds, meta = load_distill_data("data/distill")
 
-Each prompt goes through the target's chat template (`specjax.data.chat.prompt_text`), the target samples a
-response with the compiled batched sampler (`specjax.decode.engine.Engine`, autoregressive mode), and one
-row is stored per sample:
+One row per sample of the target:
 
     prompt (str), response (str, special tokens removed), tokens (int32 list: templated prompt ids + the
     generated ids exactly as sampled, EOS included when reached), response_mask (uint8 list, 1 on the
@@ -17,17 +13,11 @@ generation settings, the prompt source and the target identity: its path, config
 (a hash of the architecture fields of the config and every parameter's value), so `specjax distill` can
 refuse a dataset made by another target. The fingerprint ignores how a model is run (compute and param
 dtype, remat: `specjax.models.llama.NON_FUNCTIONAL_FIELDS`), so distilling in bfloat16 accepts a
-dataset made in float32.
+dataset made in float32. Made with features, it also holds the target's features and log-normalisers at
+every position (`FEATURES_FILE`, `LSE_FILE`: rows back to back in dataset order).
 
-Long runs: prompts are processed in shards of `shard_size` samples, each written (atomically) to the
-work folder `.<out name>.partial/` next to `out` as soon as it is done; progress and throughput go to
-stderr. Running the same command again resumes after the last complete shard (each shard's sampling
-seed depends only on the seed and the shard index, so a resumed run gives exactly the rows an
-uninterrupted one would). When every shard exists they are joined into `out` and the work folder is
-removed. A rerun with different settings refuses to mix them.
-
-Sample i uses prompt i mod P (P prompts after filtering), so `num_samples` > P draws several answers per
-prompt. Prompts whose templated length exceeds `max_prompt_tokens` are skipped (and counted).
+While the job runs, its rows are shards (`shard_path`, `write_shard`) in a work folder, joined into the
+output at the end (`join_shards`).
 """
 
 from __future__ import annotations
@@ -36,20 +26,17 @@ import hashlib
 import json
 import os
 import shutil
-import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from specjax.errors import SpecjaxError
-from specjax.fileio import atomic_write_text, refuse_existing
+from specjax.fileio import atomic_write_text
 
 META_FILE = "specjax_data.json"
 FORMAT = "specjax-distill-data-v1"
-Generate = Callable[[Sequence[Sequence[int]], int], list[list[int]]]
 
 
 FEATURES_FILE, LSE_FILE = "features.npy", "teacher_lse.npy"  # written with `make_data(features=True)`
@@ -93,260 +80,44 @@ def _legacy_fingerprint_matches(saved: dict, want: str, config, params) -> bool:
   return same_arch and _hash(saved, params, canonical=False) == want
 
 
-def engine_generate(
-  config, params, *, eos_ids, temperature, top_p, max_new_tokens, batch_size, vocab_size=None, features=False
-) -> Generate:
-  """The default generator: the compiled batched sampler of `specjax.decode.engine` (autoregressive, with
-  `batch_size` rows refilled as soon as their answer ends: `Engine.stream`).
-
-  `vocab_size` (the tokenizer's size, when the embedding table is padded past it) keeps padded ids out.
-  With `features` each answer is `(ids, features [n, D] float16, lse [n] float32)` over prompt + answer.
-  """
-  from specjax.decode.engine import Engine
-  from specjax.decode.sampling import SamplingConfig
-
-  engine = Engine(config, params, eos_ids=eos_ids, vocab_size=vocab_size)
-  sampling = SamplingConfig(temperature=temperature, top_p=top_p)
-
-  def generate(prompt_ids: Sequence[Sequence[int]], seed: int) -> list[list[int]]:
-    run = engine.stream(
-      list(prompt_ids),
-      max_new_tokens=max_new_tokens,
-      sampling=sampling,
-      batch_size=batch_size,
-      seed=seed,
-      features=features,
-    )
-    generate.compile_s += run.compile_s  # reported apart from the sampling speed
-    if features:
-      return [(row.tokens, row.features, row.lse) for row in run.rows]
-    return [row.tokens for row in run.rows]
-
-  generate.compile_s = 0.0
-  return generate
+def shard_path(work: Path, shard: int) -> Path:
+  """Where shard `shard` of a run lives in its work folder (it exists only once complete)."""
+  return work / f"shard-{shard:05d}"
 
 
-def end_ids(ckpt, tokenizer) -> set[int]:
-  """The ids that end an answer: the tokenizer's end-of-turn token and the model config's EOS."""
-  return {int(e) for e in (tokenizer.eos_token_id, ckpt.config.eos_token_id) if e is not None}
-
-
-def target_sampler(ckpt, tokenizer, *, temperature, top_p, max_new_tokens, batch_size, features=False) -> Generate:
-  """`engine_generate` for a loaded checkpoint and its tokenizer (stops at `end_ids`, no padded ids)."""
-  return engine_generate(
-    ckpt.config,
-    ckpt.params,
-    eos_ids=tuple(end_ids(ckpt, tokenizer)),
-    temperature=temperature,
-    top_p=top_p,
-    max_new_tokens=max_new_tokens,
-    batch_size=batch_size,
-    vocab_size=min(len(tokenizer), ckpt.config.vocab_size),
-    features=features,
-  )
-
-
-def _shard_seed(seed: int, shard: int) -> int:
-  return int.from_bytes(hashlib.sha256(f"make-data:{seed}:{shard}".encode()).digest()[:4], "little") >> 1
-
-
-def _progress(done: int, total: int, tokens: int, t0: float, compile_s: float = 0.0) -> None:
-  dt = max(time.perf_counter() - t0 - compile_s, 1e-9)
-  print(
-    f"make-data: {done}/{total} samples, {tokens / dt:.1f} new tokens/s (compile {compile_s:.0f}s excluded)",
-    file=sys.stderr,
-    flush=True,
-  )
-
-
-def make_data(
-  target: str | os.PathLike,
-  prompts: str,
-  out: str | os.PathLike,
-  *,
-  temperature: float = 0.7,
-  top_p: float = 0.95,
-  max_new_tokens: int = 256,
-  batch_size: int = 16,
-  num_samples: int | None = None,
-  seed: int = 0,
-  shard_size: int = 256,
-  max_prompt_tokens: int = 512,
-  system: str | None = None,
-  check_eval: bool = True,
-  generate: Generate | None = None,
-  features: bool = False,
-) -> Path:
-  """Build (or resume building) a distillation dataset; see the module docstring.
-
-  Args:
-    target: the target's specjax checkpoint folder (params, config, tokenizer with a chat template).
-    prompts: a prompt source spec (`specjax.data.sources.load_prompts`).
-    out: the dataset folder to create (must not exist).
-    temperature, top_p, max_new_tokens: sampling settings of the target.
-    batch_size: rows per compiled sampler call.
-    num_samples: samples to generate (default: one per prompt).
-    seed: prompt shuffling / gsm generation and sampling seed.
-    shard_size: samples per shard (the resume granularity).
-    max_prompt_tokens: prompts longer than this after templating are skipped.
-    system: optional system message for the chat template.
-    check_eval: fail if a prompt is in an evaluation suite (`sources.check_disjoint`).
-    generate: replaces the compiled sampler (`fn(prompt_ids, seed) -> generated ids per prompt`).
-    features: also store the target's features and log-normalisers at every position, kept as it samples
-      (`FEATURES_FILE`, `LSE_FILE`; read by the teacher cache, which then runs no teacher pass).
-
-  Returns:
-    `out`.
-  """
+def write_shard(
+  work: Path, shard: int, records: dict[str, list], arrays: tuple[np.ndarray, np.ndarray] | None = None
+) -> None:
+  """Shard `shard` (columns of rows, and with `arrays` their features and log-normalisers), atomically."""
   import datasets
 
-  from specjax.checkpoint.orbax_io import load_checkpoint, load_tokenizer
-  from specjax.data.chat import prompt_text
-  from specjax.data.sources import check_disjoint, eval_prompts, load_prompts
+  dest = shard_path(work, shard)
+  tmp = work / f".tmp-{dest.name}"
+  shutil.rmtree(tmp, ignore_errors=True)
+  datasets.Dataset.from_dict(records, features=_features()).save_to_disk(str(tmp))
+  if arrays is not None:
+    np.save(tmp / FEATURES_FILE, arrays[0])
+    np.save(tmp / LSE_FILE, arrays[1])
+  os.replace(tmp, dest)
 
-  datasets.disable_progress_bars()
-  out = refuse_existing(out)
-  for name, v in (("max_new_tokens", max_new_tokens), ("batch_size", batch_size), ("shard_size", shard_size)):
-    if v < 1:
-      raise SpecjaxError(f"{name} must be >= 1, got {v}")
-  if num_samples is not None and num_samples < 1:
-    raise SpecjaxError(f"num_samples must be >= 1, got {num_samples}")
-  ckpt = load_checkpoint(target)
-  tokenizer = load_tokenizer(target)
-  evals = eval_prompts() if check_eval else []
-  texts = load_prompts(prompts, seed=seed, exclude=evals)
-  if check_eval:
-    check_disjoint(texts, evals)
-  kept, ids, skipped = [], [], 0
-  for t in texts:
-    p_ids = tokenizer(prompt_text(tokenizer, t, system), add_special_tokens=False)["input_ids"]
-    if len(p_ids) > max_prompt_tokens:
-      skipped += 1
-      continue
-    kept.append(t)
-    ids.append([int(i) for i in p_ids])
-  if not kept:
-    raise SpecjaxError(f"every prompt is longer than max_prompt_tokens={max_prompt_tokens}; raise it")
-  # Every setting is checked before anything is written, so a corrected rerun is not refused as "other settings".
-  from specjax.decode.sampling import SamplingConfig
 
-  SamplingConfig(temperature=temperature, top_p=top_p)
-  context = ckpt.config.max_position_embeddings
-  longest = max(len(p) for p in ids)
-  if longest + max_new_tokens > context:
-    raise SpecjaxError(
-      f"a prompt of {longest} tokens plus max_new_tokens={max_new_tokens} needs {longest + max_new_tokens} positions, "
-      f"but the target's context holds {context}; lower --max-new-tokens or --max-prompt-tokens"
-    )
-  if skipped:
-    print(f"make-data: skipped {skipped} prompts longer than {max_prompt_tokens} tokens", file=sys.stderr)
-  total = num_samples or len(kept)
-  fingerprint = target_fingerprint(ckpt.config, ckpt.params)
-  meta: dict[str, Any] = {
-    "format": FORMAT,
-    "target": {
-      "path": str(Path(target).resolve()),
-      "config": ckpt.config.to_dict(),
-      "fingerprint": fingerprint,
-      "fingerprint_version": FINGERPRINT_VERSION,
-    },
-    "prompts": {
-      "source": prompts,
-      "count": len(kept),
-      "skipped_too_long": skipped,
-      "hash": hashlib.sha256("\n\0".join(kept).encode()).hexdigest(),
-      "system": system,
-    },
-    "generation": {
-      "temperature": temperature,
-      "top_p": top_p,
-      "max_new_tokens": max_new_tokens,
-      "batch_size": batch_size,
-      "seed": seed,
-      "sampler": "specjax.decode.engine (ar, refilled rows)" if generate is None else "custom",
-    },
-    "num_samples": total,
-    "shard_size": shard_size,
-  }
-  if features:
-    meta["features"] = {"dtype": "float16", "dim": ckpt.config.hidden_size, "lse_dtype": "float32"}
-  work = out.parent / f".{out.name}.partial"
-  work.mkdir(parents=True, exist_ok=True)
-  meta_path = work / META_FILE
-  if meta_path.exists():
-    saved = json.loads(meta_path.read_text())
-    if saved != json.loads(json.dumps(meta)):
-      raise SpecjaxError(
-        f"{work} holds an unfinished make-data run with other settings; rerun with the same settings to resume, "
-        "or delete that folder"
-      )
-  else:
-    atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
+def join_shards(work: Path, n_shards: int, out: Path, meta: dict[str, Any]) -> int:
+  """The shards joined in order into the dataset `out` with its metadata; the work folder is removed.
+  Returns the number of rows."""
+  import datasets
 
-  eos_ids = end_ids(ckpt, tokenizer)
-  if generate is None:
-    generate = target_sampler(
-      ckpt,
-      tokenizer,
-      temperature=temperature,
-      top_p=top_p,
-      max_new_tokens=max_new_tokens,
-      batch_size=batch_size,
-      features=features,
-    )
-  n_shards = -(-total // shard_size)
-  t0, new_tokens = time.perf_counter(), 0
-  for shard in range(n_shards):
-    dest = work / f"shard-{shard:05d}"
-    if dest.exists():
-      continue
-    lo, hi = shard * shard_size, min(total, (shard + 1) * shard_size)
-    rows_prompt = [i % len(kept) for i in range(lo, hi)]
-    gen = generate([ids[j] for j in rows_prompt], _shard_seed(seed, shard))
-    if len(gen) != hi - lo:
-      raise SpecjaxError(f"the generator returned {len(gen)} responses for {hi - lo} prompts")
-    records: dict[str, list] = {k: [] for k in ("prompt", "response", "tokens", "response_mask", "prompt_len")}
-    records.update(finished=[], sample_id=[])
-    kept_f: list[tuple[np.ndarray, np.ndarray]] = []
-    for i, (j, g) in enumerate(zip(rows_prompt, gen, strict=True)):
-      if features:
-        if not isinstance(g, tuple) or len(g) != 3:
-          raise SpecjaxError("features=True needs a generator that returns (ids, features, lse) per answer")
-        g, f, z = g
-        if len(f) != len(ids[j]) + len(g) or len(z) != len(f):
-          raise SpecjaxError(f"the generator returned features of {len(f)} positions for {len(ids[j]) + len(g)} tokens")
-        kept_f.append((np.asarray(f, np.float16), np.asarray(z, np.float32)))
-      g = [int(t) for t in g]
-      records["prompt"].append(kept[j])
-      records["response"].append(tokenizer.decode(g, skip_special_tokens=True))
-      records["tokens"].append(ids[j] + g)
-      records["response_mask"].append([0] * len(ids[j]) + [1] * len(g))
-      records["prompt_len"].append(len(ids[j]))
-      records["finished"].append(bool(g) and g[-1] in eos_ids)
-      records["sample_id"].append(lo + i)
-      new_tokens += len(g)
-    tmp = work / f".tmp-{dest.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    datasets.Dataset.from_dict(records, features=_features()).save_to_disk(str(tmp))
-    if features:
-      np.save(tmp / FEATURES_FILE, np.concatenate([f for f, _ in kept_f]))
-      np.save(tmp / LSE_FILE, np.concatenate([z for _, z in kept_f]))
-    os.replace(tmp, dest)
-    _progress(hi, total, new_tokens, t0, getattr(generate, "compile_s", 0.0))
-
-  shards = [datasets.load_from_disk(str(work / f"shard-{s:05d}")) for s in range(n_shards)]
-  full = datasets.concatenate_datasets(shards)
+  parts = [shard_path(work, s) for s in range(n_shards)]
+  full = datasets.concatenate_datasets([datasets.load_from_disk(str(p)) for p in parts])
   full.info.description = json.dumps(meta)
   final_tmp = work / ".final"
   shutil.rmtree(final_tmp, ignore_errors=True)
   full.save_to_disk(str(final_tmp))
-  if features:
-    _join_arrays([work / f"shard-{s:05d}" for s in range(n_shards)], final_tmp)
+  if "features" in meta:
+    _join_arrays(parts, final_tmp)
   atomic_write_text(final_tmp / META_FILE, json.dumps(meta, indent=2) + "\n")
   os.replace(final_tmp, out)
   shutil.rmtree(work, ignore_errors=True)
-  print(f"make-data: wrote {len(full)} samples to {out}", file=sys.stderr)
-  return out
+  return len(full)
 
 
 def _join_arrays(shards: Sequence[Path], out: Path) -> None:

@@ -98,6 +98,35 @@ def bucket_length(n: int, limit: int) -> int:
   return max(n, min(b, limit))
 
 
+def check_prompts(
+  prompts: Sequence[Sequence[int]],
+  max_new_tokens: int,
+  batch_size: int,
+  max_len: int,
+  *,
+  holder: str = "the cache",
+  fix: str = "shorten the prompt or lower --max-new-tokens",
+) -> int:
+  """Refuse an empty prompt list, a batch size below 1 and a prompt that is empty or leaves no room for
+  `max_new_tokens` in `max_len` positions; return the longest prompt length allowed. The engine checks every
+  call with it, and the jobs that sample a target (make-data, make-prompts) before they write anything;
+  `holder` and `fix` word the error for the caller."""
+  if not prompts:
+    raise SpecjaxError("no prompts to decode")
+  if batch_size < 1:
+    raise SpecjaxError(f"batch size must be >= 1, got {batch_size}")
+  limit = max_len - max_new_tokens
+  for i, p in enumerate(prompts):
+    if len(p) == 0:
+      raise SpecjaxError(f"prompt {i} is empty; every prompt needs at least one token")
+    if len(p) > limit:
+      raise SpecjaxError(
+        f"prompt {i} has {len(p)} tokens; with max_new_tokens={max_new_tokens} it needs {len(p) + max_new_tokens} "
+        f"positions but {holder} holds {max_len} (the model's max_position_embeddings); {fix}"
+      )
+  return limit
+
+
 class Engine:
   """Compiled decoders for one target (and optionally one draft) model; see the module docstring."""
 
@@ -201,25 +230,6 @@ class Engine:
     self._compiled[key] = compiled
     return compiled, time.perf_counter() - t0
 
-  def _check_prompts(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, batch_size: int) -> int:
-    """Refuse an empty prompt list, a batch size below 1 and a prompt that is empty or leaves no room for
-    `max_new_tokens`; return the longest prompt length allowed."""
-    if not prompts:
-      raise SpecjaxError("no prompts to decode")
-    if batch_size < 1:
-      raise SpecjaxError(f"batch size must be >= 1, got {batch_size}")
-    limit = self.max_len - max_new_tokens
-    for i, p in enumerate(prompts):
-      if len(p) == 0:
-        raise SpecjaxError(f"prompt {i} is empty; every prompt needs at least one token")
-      if len(p) > limit:
-        raise SpecjaxError(
-          f"prompt {i} has {len(p)} tokens; with max_new_tokens={max_new_tokens} it needs {len(p) + max_new_tokens} "
-          f"positions but the cache holds {self.max_len} (the model's max_position_embeddings); shorten the prompt "
-          "or lower --max-new-tokens"
-        )
-    return limit
-
   def stream(
     self,
     prompts: Sequence[Sequence[int]],
@@ -239,7 +249,7 @@ class Engine:
     row also holds the target's features and log-normalisers at every position of prompt + answer."""
     from specjax.decode.stream import stream
 
-    limit = self._check_prompts(prompts, max_new_tokens, batch_size)
+    limit = check_prompts(prompts, max_new_tokens, batch_size, self.max_len)
     longest = max(len(p) for p in prompts)
     limits = [max_new_tokens] * len(prompts) if per_prompt is None else [int(n) for n in per_prompt]
     if len(limits) != len(prompts) or not all(1 <= n <= max_new_tokens for n in limits):
@@ -299,7 +309,7 @@ class Engine:
     `options` are the mode's knobs (gamma=4, window=5, tree=None, ngram=3, ngram_min=None (= ngram), draft_threshold=None; those
     the mode does not read are ignored); `trace` records per-round statistics (`RunResult.traces`).
     """
-    limit = self._check_prompts(prompts, max_new_tokens, batch_size)
+    limit = check_prompts(prompts, max_new_tokens, batch_size, self.max_len)
     m = modes.get(mode)
     draft_params = self.draft_params if m.needs_draft else None
     # Similar lengths share a batch: little padding, and at most one partial batch.

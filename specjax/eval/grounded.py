@@ -10,7 +10,7 @@ passage 2, ..., so the first N prompts cover N packages.
 
 Deterministic for a given set of installed package versions (the suite is cached on first use), and
 held out from every training source: distillation prompts come from chatterbot-corpus, GSM templates
-and standard-library docstrings, pretraining text from the standard library (`specjax.data.sources`,
+and standard-library docstrings, pretraining text from the standard library (`specjax.prompts.sources`,
 `specjax.data.default_corpus`); none of these packages' READMEs is among them.
 """
 

@@ -23,7 +23,8 @@ of its unsteered requests start with. A kept request is the opening followed by 
 The output is a JSONL file, one `{"prompt": ...}` per line: a prompt source for `make-data`. Rounds are
 appended to the work folder `.<out name>.partial/` as they finish; rerunning the same command resumes
 after the last finished round (round r's seed depends only on the seed and r, so a resumed run writes
-exactly the prompts an uninterrupted one would). Other settings are refused rather than mixed.
+exactly the prompts an uninterrupted one would). Other settings are refused rather than mixed; every setting
+is checked before anything is written, so a corrected rerun is not refused.
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from specjax.data.distill_data import Generate, end_ids, target_sampler
 from specjax.errors import SpecjaxError
 from specjax.fileio import atomic_write_text, refuse_existing
+from specjax.jobs.make_data import Generate, check_sampling, end_ids, target_sampler
 
 _SENTINEL = "\u2063specjax-user-turn\u2063"
 
@@ -85,7 +86,7 @@ def _round_seed(seed: int, r: int) -> int:
 
 
 def _read_kept(path: Path) -> list[str]:
-  from specjax.data.sources import dedupe
+  from specjax.prompts.sources import dedupe
 
   if not path.exists():
     return []
@@ -134,7 +135,8 @@ def make_prompts(
     `out`.
   """
   from specjax.checkpoint.orbax_io import load_checkpoint, load_tokenizer
-  from specjax.data.sources import eval_prompts, normalize, prompt_hash
+  from specjax.prompts.sources import normalize, prompt_hash
+  from specjax.prompts.suites import eval_prompts
 
   out = refuse_existing(out)
   for name, v in (
@@ -148,12 +150,15 @@ def make_prompts(
   openings = None if openings is None else [str(o).strip() for o in openings]
   if openings is not None and (not openings or not all(openings)):
     raise SpecjaxError("openings must be a non-empty list of non-empty strings")
+  if max_rounds is not None and max_rounds < 1:
+    raise SpecjaxError(f"max_rounds must be >= 1, got {max_rounds}")
   max_rounds = max_rounds or -(-20 * num_prompts // round_size) + 1
   ckpt = load_checkpoint(target)
   tokenizer = load_tokenizer(target)
   head = user_prefix(tokenizer, system)
   leads = openings or [""]  # what each continuation is given after the user-turn opening, in turn
   starts_ids = [tokenizer(head + lead, add_special_tokens=False)["input_ids"] for lead in leads]
+  check_sampling(ckpt, starts_ids, temperature, top_p, max_new_tokens, batch_size, fix="lower --max-new-tokens")
   eos_ids = end_ids(ckpt, tokenizer)
   eval_hashes = {prompt_hash(p) for p in eval_prompts()} if check_eval else set()
 

