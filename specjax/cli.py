@@ -320,14 +320,6 @@ def _csv(kind):
   return parse
 
 
-def _threshold(text: str) -> float | None:
-  return None if text.strip().lower() in ("none", "off", "") else float(text)
-
-
-def _ngram_min(text: str) -> int | None:
-  return None if text.strip().lower() in ("none", "") else int(text)
-
-
 class _Modes:
   """The registered decoding modes, read from the registry only when argparse needs them (checking a
   --mode value or printing its help), so that `specjax --help` does not import the decoders."""
@@ -363,13 +355,6 @@ def _decode_args(p: argparse.ArgumentParser, bench: bool) -> None:
   if bench:
     p.add_argument("--prompts", required=True, help=PROMPTS_HELP)
     p.add_argument("--modes", type=_csv(str), default=["ar", "spec"], help="comma list of registered decoding modes")
-    p.add_argument("--gamma", type=_csv(int), default=[1, 2, 4], help="comma list of draft lengths")
-    p.add_argument(
-      "--draft-threshold",
-      type=_csv(_threshold),
-      default=[None],
-      help="comma list of draft thresholds for modes with a dynamic draft length ('none' = fixed gamma)",
-    )
     p.add_argument("--temperature", type=_csv(float), default=[0.0], help="comma list of temperatures")
     p.add_argument("--batch-size", type=_csv(int), default=[1], help="comma list of batch sizes")
     p.add_argument("--out", required=True, help="results JSON file")
@@ -381,29 +366,10 @@ def _decode_args(p: argparse.ArgumentParser, bench: bool) -> None:
     src.add_argument("--prompt", help="one prompt")
     src.add_argument("--prompts", help=PROMPTS_HELP)
     p.add_argument("--mode", default="ar", choices=_Modes(), help="a registered decoding mode")
-    p.add_argument("--gamma", type=int, default=4, help="draft tokens per speculative or lookup round (the most)")
-    p.add_argument(
-      "--draft-threshold",
-      type=_threshold,
-      default=None,
-      help="spec modes: a row stops drafting after a token whose draft probability is below this",
-    )
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--json", action="store_true", help="one JSON object per prompt: prompt, text and metrics")
-  p.add_argument("--window", type=int, default=5, help="Jacobi window")
-  p.add_argument("--ngram", type=int, default=3, help="lookup modes: match the last N tokens (then fewer)")
-  if bench:
-    p.add_argument(
-      "--ngram-min",
-      type=_csv(_ngram_min),
-      default=[None],
-      help="lookup modes: comma list of the shortest matches to propose from ('none' = ngram, the default)",
-    )
-  else:
-    p.add_argument(
-      "--ngram-min", type=int, default=None, help="lookup modes: the shortest match to propose from (default: ngram)"
-    )
+  _knob_args(p, bench)
   p.add_argument("--top-p", type=float, default=1.0)
   p.add_argument("--top-k", type=int, default=0, help="0 = off")
   p.add_argument("--seed", type=int, default=0)
@@ -411,10 +377,37 @@ def _decode_args(p: argparse.ArgumentParser, bench: bool) -> None:
   p.add_argument("--chat", action="store_true", help="wrap each prompt in the tokenizer's chat template")
 
 
+def _knob_args(p: argparse.ArgumentParser, bench: bool) -> None:
+  """One flag per knob of the registered modes (`Mode.knobs`); the bench takes a comma list of values for
+  the knobs it sweeps. Unset flags are None: the mode's default."""
+  from specjax.decode import modes
+
+  group = p.add_argument_group("mode knobs (each mode reads its own; see `specjax.decode.modes`)")
+  for name, f in modes.knob_fields().items():
+    meta = f.metadata
+    if meta["parse"] is None:
+      continue
+    readers = ", ".join(n for n in modes.names() if name in {g.name for g in modes.get(n).fields})
+    if bench and meta["sweep"] is not None:
+      sweep = ",".join("none" if v is None else str(v) for v in meta["sweep"])
+      kind, text = _csv(meta["parse"]), f"{meta['help']}; a comma list, one run each (default {sweep})"
+    else:
+      kind, text = meta["parse"], f"{meta['help']} (default {'none' if f.default is None else f.default})"
+    group.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None, help=f"{readers}: {text}")
+
+
+def _knob_values(args: argparse.Namespace) -> dict:
+  """The knob flags the user set."""
+  from specjax.decode import modes
+
+  return {n: getattr(args, n) for n in modes.knob_fields() if getattr(args, n, None) is not None}
+
+
 @_command("generate", "decode prompts with any registered mode and print the text", lambda p: _decode_args(p, False))
 def _cmd_generate(args: argparse.Namespace) -> int:
   import json
 
+  from specjax.decode import modes
   from specjax.decode.sampling import SamplingConfig
   from specjax.decode.text import decode_tokens, encode, load_engine
   from specjax.prompts.suites import load_prompts
@@ -430,11 +423,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     sampling=sampling,
     batch_size=args.batch_size,
     seed=args.seed,
-    gamma=args.gamma,
-    window=args.window,
-    ngram=args.ngram,
-    ngram_min=args.ngram_min,
-    draft_threshold=args.draft_threshold,
+    **_knob_values(args),
   )
   for text, row in zip(texts, run.rows, strict=True):
     answer = decode_tokens(tok, row.tokens)
@@ -446,7 +435,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
   summary = (
     f"{m['new_tokens']} tokens in {m['wall_s']:.2f}s ({m['tokens_per_s']:.1f} tokens/s), compile {m['compile_s']:.1f}s"
   )
-  if args.mode != "ar":
+  if not modes.get(args.mode).baseline:
     summary += f", block efficiency {m['block_efficiency'] or 0:.2f}, acceptance {m['acceptance_rate'] or 0:.2f}"
   print(f"[{args.mode}] {summary}", file=sys.stderr)
   return 0
@@ -480,26 +469,25 @@ def _cmd_msn(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
   import json
 
+  from specjax.decode import modes
   from specjax.decode.text import encode, load_engine
   from specjax.eval.bench import bench, plot
   from specjax.fileio import atomic_write_text
   from specjax.prompts.suites import load_prompts
 
   _check_modes(args.modes)
+  knobs = _knob_values(args)
   texts = load_prompts(args.prompts)[: args.limit]
   engine, tok = load_engine(args.target, args.draft)
   records = bench(
     engine,
     encode(tok, texts, chat=args.chat),
     args.modes,
-    args.gamma,
     args.temperature,
     args.batch_size,
     args.max_new_tokens,
-    window=args.window,
-    ngram=args.ngram,
-    ngram_mins=args.ngram_min,
-    thresholds=args.draft_threshold,
+    sweeps={k: v for k, v in knobs.items() if modes.knob_fields()[k].metadata["sweep"] is not None},
+    knobs={k: v for k, v in knobs.items() if modes.knob_fields()[k].metadata["sweep"] is None},
     top_p=args.top_p,
     top_k=args.top_k,
     seed=args.seed,
@@ -522,7 +510,10 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--chat", action="store_true", help="wrap each prompt in the tokenizer's chat template")
   p.add_argument("--max-new-tokens", type=int, default=64)
   p.add_argument(
-    "--modes", type=_csv(str), default=None, help="comma list of spec,lookup,tr-jacobi (default: all that apply)"
+    "--modes",
+    type=_csv(str),
+    default=None,
+    help="comma list of modes that have a speed model (default: every one this target and draft can run)",
   )
   p.add_argument(
     "--gamma", type=_csv(int), default=[1, 2, 3, 4, 5, 6, 8], help="gammas to predict (the largest is run)"
@@ -554,15 +545,15 @@ def _cmd_plan(args: argparse.Namespace) -> int:
   from specjax.fileio import atomic_write_text
   from specjax.prompts.suites import load_prompts
 
-  modes = args.modes or (["spec"] if args.draft else []) + ["lookup"] + (["tr-jacobi"] if args.temperature == 0 else [])
-  _check_modes(modes)
+  if args.modes:
+    _check_modes(args.modes)
   texts = load_prompts(args.prompts)[: args.limit]
   engine, tok = load_engine(args.target, args.draft)
   report = plan(
     engine,
     encode(tok, texts, chat=args.chat),
     max_new_tokens=args.max_new_tokens,
-    modes=modes,
+    modes=args.modes,
     gammas=args.gamma,
     thresholds=args.draft_threshold,
     measure=args.measure,
@@ -586,18 +577,24 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 # --- entry point -----------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+  """The whole command line, or (`only`) one subcommand's arguments and the others' names: the decoding
+  commands' flags come from the mode registry, which imports the decoders, so `specjax --help` and the
+  other subcommands do not pay for it."""
   parser = argparse.ArgumentParser(prog="specjax", description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
   for name, help, add_args, fn in _COMMANDS:
     p = sub.add_parser(name, help=help, description=help)
-    add_args(p)
+    if only is None or name == only:
+      add_args(p)
     p.set_defaults(_handler=fn)
   return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = build_parser()
+  argv = sys.argv[1:] if argv is None else list(argv)
+  names = {name for name, *_ in _COMMANDS}
+  parser = build_parser(next((a for a in argv if a in names), ""))
   args, extra = parser.parse_known_args(argv)
   if extra:  # key=value overrides may sit anywhere on the line, e.g. after --steps N
     if not hasattr(args, "overrides") or any(not x.partition("=")[1] or x.startswith("-") for x in extra):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from decode_util import engine, model, prompts, tiny
 
 from specjax.cli import main
 from specjax.decode import autoregressive, modes
-from specjax.decode.common import DecodeSettings
 from specjax.decode.modes import Mode
 from specjax.decode.tree import TokenTree
 from specjax.errors import SpecjaxError
@@ -23,12 +24,14 @@ def eng():
 
 def test_builtin_modes_are_registered():
   assert set(modes.names()) == BUILTIN
-  s = DecodeSettings(target=tiny(), max_new_tokens=4, cache_size=1, gamma=3, window=5, tree=TokenTree.default())
-  looks = {name: modes.get(name).lookahead(s) for name in BUILTIN}
+  looks = {name: modes.get(name).lookahead(modes.get(name).make_knobs(dict(gamma=3, window=5))) for name in BUILTIN}
   assert looks == {"ar": 1, "spec": 4, "spec-lookup": 4, "lookup": 4, "jacobi": 6, "tr-jacobi": 69, "eagle": 4}
   assert {m for m in BUILTIN if modes.get(m).needs_draft} == {"spec", "spec-lookup", "eagle"}
   assert {m for m in BUILTIN if modes.get(m).draft_kind == "eagle"} == {"eagle"}
   assert {m for m in BUILTIN if modes.get(m).greedy_only} == {"jacobi", "tr-jacobi"}
+  assert modes.baseline().name == "ar"
+  assert modes.get("tr-jacobi").make_knobs({}).tree == TokenTree.default()  # completed by the mode
+  assert modes.get("lookup").make_knobs({"ngram": 4}).ngram_min == 4
 
 
 def test_unknown_mode_lists_registered_modes(eng):
@@ -50,8 +53,7 @@ def test_a_new_mode_is_one_registration(eng):
     name="ar-again",
     decode=autoregressive.decode,
     help="autoregressive decoding under another name",
-    knobs=(),
-    lookahead=lambda s: 1,
+    lookahead=lambda k: 1,
   )
   modes.register(mode)
   try:
@@ -59,7 +61,7 @@ def test_a_new_mode_is_one_registration(eng):
     a = eng.run(prompts([5, 9]), "ar", max_new_tokens=6, batch_size=2)
     b = eng.run(prompts([5, 9]), "ar-again", max_new_tokens=6, batch_size=2, gamma=7)  # unused knob: ignored
     assert [r.tokens for r in a.rows] == [r.tokens for r in b.rows]
-    assert [c[0] for c in combinations(["ar", "ar-again", "spec"], [1, 2], [None])] == [
+    assert [c[0] for c in combinations(["ar", "ar-again", "spec"], {"gamma": [1, 2]})] == [
       "ar",
       "ar-again",
       "spec",
@@ -69,18 +71,35 @@ def test_a_new_mode_is_one_registration(eng):
       modes.register(Mode(**{**mode.__dict__}))
   finally:
     modes._MODES.pop("ar-again")
-  with pytest.raises(SpecjaxError, match="unknown knobs"):
-    Mode(name="x", decode=None, help="", knobs=("beam_width",), lookahead=None)
+
+  @dataclasses.dataclass(frozen=True)
+  class Plain:
+    beam_width: int = 4
+
+  with pytest.raises(SpecjaxError, match="not declared with modes.knob"):
+    Mode(name="x", decode=None, help="", knobs=Plain, lookahead=None)
+
+  @dataclasses.dataclass(frozen=True)
+  class OtherGamma:
+    gamma: int = modes.knob(8, "another gamma", parse=int)
+
+  with pytest.raises(SpecjaxError, match="declares knob 'gamma' unlike mode"):
+    modes.register(Mode(name="y", decode=None, help="", knobs=OtherGamma, lookahead=None))
+  assert "y" not in modes.names()
 
 
 def test_bench_combinations_follow_the_knobs():
-  combos = combinations(["ar", "spec", "lookup", "jacobi"], [2, 4], [None, 0.5], [1, None])
+  combos = combinations(
+    ["ar", "spec", "lookup", "jacobi"], {"gamma": [2, 4], "draft_threshold": [None, 0.5], "ngram_min": [1, None]}
+  )
+  g, t, n = "gamma", "draft_threshold", "ngram_min"
   assert combos == [
-    ("ar", None, None, None),
-    ("spec", 2, None, None), ("spec", 2, 0.5, None), ("spec", 4, None, None), ("spec", 4, 0.5, None),
-    ("lookup", 2, None, 1), ("lookup", 2, None, None), ("lookup", 4, None, 1), ("lookup", 4, None, None),
-    ("jacobi", None, None, None),
+    ("ar", {}),
+    ("spec", {g: 2, t: None}), ("spec", {g: 2, t: 0.5}), ("spec", {g: 4, t: None}), ("spec", {g: 4, t: 0.5}),
+    ("lookup", {g: 2, n: 1}), ("lookup", {g: 2, n: None}), ("lookup", {g: 4, n: 1}), ("lookup", {g: 4, n: None}),
+    ("jacobi", {}),
   ]  # fmt: skip
+  assert [c for c in combinations(["spec"]) if c[0] == "spec"] == [("spec", {g: v, t: None}) for v in (1, 2, 4)]
 
 
 def test_cli_mode_choices_come_from_the_registry(capsys):

@@ -55,7 +55,7 @@ modes.register(
     name="ar",
     decode=decode,
     help="target only, one token per call (greedy, temperature, top-k, top-p)",
-    knobs=(),
-    lookahead=lambda s: 1,
+    lookahead=lambda k: 1,
+    baseline=True,
   )
 )

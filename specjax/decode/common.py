@@ -19,6 +19,7 @@ with `settings` a static, hashable `DecodeSettings` (`draft_params` is None for 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -44,18 +45,9 @@ class DecodeSettings:
     eos_ids: tokens that end a row (the EOS token is kept in the output).
     vocab_size: logits are cut to this many entries (the shared tokenizer's size), None = all.
     draft: the draft model's config (speculative decoding only).
-    gamma: G, draft tokens per speculative or lookup round (the most, when the draft length is dynamic).
-    window: W, Jacobi draft slots.
-    tree: the TR-Jacobi token tree (`specjax.decode.tree.TokenTree`).
-    ngram: lookup drafting matches the last `ngram` tokens (then fewer, down to `ngram_min`) against the
-      context.
-    ngram_min: the shortest match lookup drafting proposes from (None: `ngram`).
-    draft_threshold: a row stops drafting once the draft's top probability falls below it (None: never).
+    knobs: the mode's own settings, an instance of its `Mode.knobs` dataclass (gamma, window, ngram, ...:
+      `specjax.decode.modes`), checked and completed by the mode.
     trace: also record per-round statistics (`DecodeResult.trace`), for `specjax plan`.
-
-  Which of gamma / window / tree / ngram / ngram_min / draft_threshold a decoder reads is its mode's business
-  (`specjax.decode.modes`); the engine resets the others to their defaults so they never split the
-  compile cache.
   """
 
   target: LlamaConfig
@@ -65,12 +57,7 @@ class DecodeSettings:
   eos_ids: tuple[int, ...] = ()
   vocab_size: int | None = None
   draft: LlamaConfig | None = None
-  gamma: int = 4
-  window: int = 5
-  tree: object | None = None
-  ngram: int = 3
-  ngram_min: int | None = None
-  draft_threshold: float | None = None
+  knobs: Any = None
   trace: bool = False
 
 
@@ -108,7 +95,7 @@ def forward(
 def verify_call(s: DecodeSettings, params, verify, L, cache: KVCache, k, active, features: bool = False):
   """The target's verification of [cur, y_1..y_G] (`verify` [B, G+1] at positions L..L+G): logits
   [B, G+1, V], the cache, and with `features` the target's features [B, G+1, D] too. With a dynamic
-  draft length (`s.draft_threshold`) the call is only max_b k_b + 1 positions wide (`lax.switch`, one
+  draft length (`s.knobs.draft_threshold`) the call is only max_b k_b + 1 positions wide (`lax.switch`, one
   compiled branch per width); the outputs past that width are zero padding, which the acceptance rule
   never reads (a row reads positions 0..k_b)."""
   G = verify.shape[1] - 1
@@ -122,7 +109,7 @@ def verify_call(s: DecodeSettings, params, verify, L, cache: KVCache, k, active,
 
     return run
 
-  if s.draft_threshold is None:
+  if s.knobs.draft_threshold is None:
     return call(G + 1)(cache)
   width = jnp.max(jnp.where(active, k, 0)) + 1
   return jax.lax.switch(width - 1, [call(w) for w in range(1, G + 2)], cache)

@@ -44,6 +44,7 @@ from specjax.decode.common import (
   verify_call,
 )
 from specjax.decode.modes import Mode
+from specjax.decode.speculative import SpecKnobs
 from specjax.models.kv_cache import KVCache
 
 
@@ -87,7 +88,7 @@ def decode(
 ) -> DecodeResult:
   """Speculative decoding of the target `params` with the EAGLE draft `draft_params`; see the module doc."""
   B, P = prompt.shape
-  G = s.gamma
+  G = s.knobs.gamma
   key, k0 = jax.random.split(key)
   lens = prompt_lens.astype(jnp.int32)
 
@@ -116,9 +117,9 @@ def decode(
     greedy = s.sampling.greedy
 
     def confident(logits):
-      if s.draft_threshold is None:
+      if s.knobs.draft_threshold is None:
         return jnp.ones((B,), bool)
-      return sampling.confidence(logits, s.sampling) >= s.draft_threshold
+      return sampling.confidence(logits, s.sampling) >= s.knobs.draft_threshold
 
     y = sampling.sample(k_first, st.logits, s.sampling)
     tokens = jnp.zeros((B, G), jnp.int32).at[:, 0].set(y)
@@ -153,12 +154,12 @@ def decode(
       return j + 1, cache, tokens, q, g_new[:, 0], k, drafting, key
 
     carry = (jnp.int32(1), st.draft_cache, tokens, q, st.feature, k, drafting, k_draft)
-    if s.draft_threshold is None:  # fixed length: exactly G - 1 calls (a scan shows XLA the trip count)
+    if s.knobs.draft_threshold is None:  # fixed length: exactly G - 1 calls (a scan shows XLA the trip count)
       carry, _ = jax.lax.scan(lambda c, _: (step(c), None), carry, None, length=G - 1)
     else:  # until no row is drafting
       carry = jax.lax.while_loop(lambda c: (c[0] < G) & jnp.any(c[6]), step, carry)
     calls, draft_cache, tokens, q, _, k, _, _ = carry
-    if s.draft_threshold is None:
+    if s.knobs.draft_threshold is None:
       k = jnp.full((B,), G, jnp.int32)
 
     verify = jnp.concatenate([cur[:, None], tokens], axis=1)  # [B, G+1]
@@ -198,9 +199,8 @@ modes.register(
     name="eagle",
     decode=decode,
     help="an EAGLE-style draft (reads the target's features) proposes gamma tokens, one target call verifies them",
-    knobs=("gamma", "draft_threshold"),
-    lookahead=lambda s: s.gamma + 1,
-    configure=lambda knobs: modes.check_threshold(modes.check_gamma(knobs)),
+    knobs=SpecKnobs,
+    lookahead=lambda k: k.gamma + 1,
     needs_draft=True,
     draft_kind="eagle",
   )

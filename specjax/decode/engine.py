@@ -4,8 +4,9 @@
     run = engine.run(prompt_token_lists, "spec", max_new_tokens=64, gamma=4, batch_size=4)
     run.rows[i].tokens, run.rows[i].metrics, run.metrics, run.compile_s, run.wall_s
 
-The modes and their knobs (gamma, window, tree, ngram, ngram_min, draft_threshold) come from the registry
-`specjax.decode.modes`; a knob the mode does not read is ignored.
+The modes and their knobs (each mode's own dataclass: gamma, window, tree, ngram, ngram_min, draft_threshold
+for the built-in ones) come from the registry `specjax.decode.modes`; a knob the mode does not read is ignored,
+a name no mode reads is refused.
 
 Prompts are sorted by length and cut into batches of `batch_size` rows; each batch is right-padded to
 the length bucket (16, 24, 32, 48, 64, ...) of its longest prompt, and a last, partial batch to the next power
@@ -188,9 +189,11 @@ class Engine:
   ) -> DecodeSettings:
     """The static settings of `mode` for prompts padded to `bucket`; `options` are knob values."""
     m = modes.get(mode)
-    unknown = set(options) - set(modes.KNOBS)
+    unknown = set(options) - set(modes.knob_fields())
     if unknown:
-      raise SpecjaxError(f"unknown decoding option(s) {sorted(unknown)}; options are {', '.join(modes.KNOBS)}")
+      raise SpecjaxError(
+        f"unknown decoding option(s) {sorted(unknown)}; the modes' knobs are {', '.join(modes.knob_fields())}"
+      )
     if max_new_tokens < 1:
       raise SpecjaxError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if m.needs_draft and self.draft_cfg is None:
@@ -205,8 +208,7 @@ class Engine:
       raise SpecjaxError(f"{mode} decoding is greedy only; use temperature 0")
     if trace and not m.traced:
       raise SpecjaxError(f"{mode} decoding records no per-round trace")
-    defaults = DecodeSettings(target=self.target_cfg, max_new_tokens=1, cache_size=1)
-    knobs = m.configure({k: options.get(k, getattr(defaults, k)) for k in m.knobs})
+    knobs = m.make_knobs(options)
     s = DecodeSettings(
       target=self.target_cfg,
       max_new_tokens=max_new_tokens,
@@ -215,10 +217,10 @@ class Engine:
       eos_ids=self.eos_ids,
       vocab_size=self.vocab_size,
       draft=self.draft_cfg if m.needs_draft else None,
+      knobs=knobs,
       trace=trace,
-      **knobs,
     )
-    return dataclasses.replace(s, cache_size=bucket + max_new_tokens + m.lookahead(s))
+    return dataclasses.replace(s, cache_size=bucket + max_new_tokens + m.lookahead(knobs))
 
   def _executable(self, mode: str, s: DecodeSettings, args: tuple) -> tuple[Any, float]:
     key = (mode, s, args[2].shape)
@@ -306,8 +308,8 @@ class Engine:
   ) -> RunResult:
     """Decode every prompt (lists of token ids); see the module docstring for the metrics.
 
-    `options` are the mode's knobs (gamma=4, window=5, tree=None, ngram=3, ngram_min=None (= ngram), draft_threshold=None; those
-    the mode does not read are ignored); `trace` records per-round statistics (`RunResult.traces`).
+    `options` are knob values (e.g. gamma=4, window=5, ngram=3, draft_threshold=0.5: `Mode.knobs`; those the
+    mode does not read are ignored); `trace` records per-round statistics (`RunResult.traces`).
     """
     limit = check_prompts(prompts, max_new_tokens, batch_size, self.max_len)
     m = modes.get(mode)

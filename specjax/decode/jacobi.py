@@ -19,6 +19,8 @@ accepted node. Both are lossless w.r.t. the target's own greedy decoding.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import struct
@@ -104,9 +106,9 @@ def _advance(st: _State, cache: KVCache, emitted, n, max_new, eos_ids, drafted: 
 def decode_jacobi(
   s: DecodeSettings, params, draft_params, prompt: Int[Array, "B P"], prompt_lens, max_new, key
 ) -> DecodeResult:
-  """Jacobi decoding with window `s.window`."""
+  """Jacobi decoding with window `s.knobs.window`."""
   del draft_params
-  W = s.window
+  W = s.knobs.window
   state, k_guess = _start(s, params, prompt, prompt_lens, max_new, key, W + 1, W)
   state = state.replace(guess=random_context_tokens(k_guess, state.seq, state.length, (W,)))
 
@@ -168,9 +170,9 @@ def best_path(
 def decode_tree(
   s: DecodeSettings, params, draft_params, prompt: Int[Array, "B P"], prompt_lens, max_new, key
 ) -> DecodeResult:
-  """TR-Jacobi decoding over the static tree `s.tree`."""
+  """TR-Jacobi decoding over the static tree `s.knobs.tree`."""
   del draft_params
-  tree = s.tree
+  tree = s.knobs.tree
   a = tree.arrays
   K, D, N = tree.top_k, tree.depth, tree.num_nodes
   depth, column = jnp.asarray(a["depth"]), jnp.asarray(a["column"])
@@ -230,14 +232,20 @@ def decode_tree(
   return DecodeResult(out=state.out, counters=state.counters, trace=state.trace)
 
 
-def _check_window(knobs: dict) -> dict:
-  if knobs["window"] < 1:
-    raise SpecjaxError(f"the Jacobi window must be >= 1, got {knobs['window']}")
-  return knobs
+@dataclasses.dataclass(frozen=True)
+class JacobiKnobs:
+  window: int = modes.knob(
+    5, "Jacobi window: guesses per call", parse=int, check=lambda w: w >= 1, rule="the Jacobi window must be >= 1"
+  )
 
 
-def _default_tree(knobs: dict) -> dict:
-  return {"tree": knobs["tree"] if knobs["tree"] is not None else TokenTree.default()}
+@dataclasses.dataclass(frozen=True)
+class TreeKnobs:
+  tree: TokenTree | None = modes.knob(None, "the TR-Jacobi token tree (None: `TokenTree.default()`)")
+
+
+def _default_tree(k: TreeKnobs) -> TreeKnobs:
+  return k if k.tree is not None else TreeKnobs(tree=TokenTree.default())
 
 
 modes.register(
@@ -245,9 +253,8 @@ modes.register(
     name="jacobi",
     decode=decode_jacobi,
     help="target only: the last token plus W guesses per call, the correct prefix kept (greedy)",
-    knobs=("window",),
-    lookahead=lambda s: s.window + 1,
-    configure=_check_window,
+    knobs=JacobiKnobs,
+    lookahead=lambda k: k.window + 1,
     greedy_only=True,
   )
 )
@@ -256,10 +263,11 @@ modes.register(
     name="tr-jacobi",
     decode=decode_tree,
     help="target only: a token tree (top-k candidates + a retrieval chain) per call, tree attention (greedy)",
-    knobs=("tree",),
-    lookahead=lambda s: s.tree.num_nodes + 1,
+    knobs=TreeKnobs,
+    lookahead=lambda k: k.tree.num_nodes + 1,
     configure=_default_tree,
     greedy_only=True,
     traced=True,
+    speed_model="tree",
   )
 )

@@ -24,6 +24,8 @@ length and accepted count).
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import struct
@@ -88,9 +90,9 @@ class _State:
 def decode(
   s: DecodeSettings, params, draft_params, prompt: Int[Array, "B P"], prompt_lens, max_new, key
 ) -> DecodeResult:
-  """Lookup decoding with at most `s.gamma` proposals per round; see the module docstring."""
+  """Lookup decoding with at most `s.knobs.gamma` proposals per round; see the module docstring."""
   del draft_params
-  B, G = prompt.shape[0], s.gamma
+  B, G = prompt.shape[0], s.knobs.gamma
   key, k0 = jax.random.split(key)
   cache, cur, out = start(s, params, prompt, prompt_lens, max_new, k0, slack=G + 1)
   state = _State(
@@ -108,8 +110,8 @@ def decode(
     key, k_accept = jax.random.split(st.key)
     L = st.length
     cur = jnp.take_along_axis(st.seq, L[:, None], axis=1)[:, 0]
-    tokens, match = lookup(st.seq, L, G, s.ngram)
-    found = match >= s.ngram_min
+    tokens, match = lookup(st.seq, L, G, s.knobs.ngram)
+    found = match >= s.knobs.ngram_min
     k = jnp.where(found, G, 0).astype(jnp.int32)
     cache = st.cache.rollback(L)
 
@@ -148,14 +150,22 @@ def decode(
   return DecodeResult(out=state.out, counters=state.counters, trace=state.trace)
 
 
+@dataclasses.dataclass(frozen=True)
+class LookupKnobs:
+  gamma: int = modes.gamma()
+  ngram: int = modes.ngram()
+  ngram_min: int | None = modes.ngram_min()
+
+
 modes.register(
   Mode(
     name="lookup",
     decode=decode,
     help="no draft model: propose the continuation of the latest earlier occurrence of the last n tokens",
-    knobs=("gamma", "ngram", "ngram_min"),
-    lookahead=lambda s: s.gamma + 1,
-    configure=lambda knobs: modes.check_ngram(modes.check_gamma(knobs)),
+    knobs=LookupKnobs,
+    lookahead=lambda k: k.gamma + 1,
+    configure=modes.complete_ngram,
     traced=True,
+    speed_model="match",
   )
 )

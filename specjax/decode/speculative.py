@@ -30,6 +30,8 @@ Rows accept different counts, shapes never change, finished rows are frozen with
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import struct
@@ -95,9 +97,9 @@ def draft(
   """Up to G draft tokens per row (see the module docstring). Rows with `skip` set draft nothing (their
   k is 0) but the draft cache still catches up with their context; inactive rows never keep the inner
   loop going."""
-  G, B = s.gamma, seq.shape[0]
+  G, B = s.knobs.gamma, seq.shape[0]
   greedy = s.sampling.greedy
-  want_conf = s.draft_threshold is not None or s.trace
+  want_conf = s.knobs.draft_threshold is not None or s.trace
   key, k0 = jax.random.split(key)
 
   # Catch up: feed the last `width` committed tokens ending at `cur` (the slots are re-written).
@@ -128,7 +130,7 @@ def draft(
   conf = None if c1 is None else jnp.zeros((B, G), jnp.float32).at[:, 0].set(c1)
 
   def confident(c):
-    return jnp.ones((B,), bool) if s.draft_threshold is None else c >= s.draft_threshold
+    return jnp.ones((B,), bool) if s.knobs.draft_threshold is None else c >= s.knobs.draft_threshold
 
   drafting = jnp.ones((B,), bool) if skip is None else ~skip
   drafting = drafting & confident(c1)  # a token below the threshold is not proposed, nor anything after it
@@ -155,7 +157,7 @@ def draft(
     return j + 1, cache, tokens, q, conf, k, drafting, key
 
   carry = (jnp.int32(1), cache, tokens, q, conf, k, drafting, key)
-  if s.draft_threshold is None and skip is None:
+  if s.knobs.draft_threshold is None and skip is None:
     # Fixed length: exactly G - 1 more calls; a scan lets XLA see the trip count.
     def scan_body(carry, _):
       return body(carry), None
@@ -171,7 +173,7 @@ def _decode(
   s: DecodeSettings, params, draft_params, prompt: Int[Array, "B P"], prompt_lens, max_new, key, hybrid: bool
 ) -> DecodeResult:
   B = prompt.shape[0]
-  G = s.gamma
+  G = s.knobs.gamma
   width = G + 1 if hybrid else 2
   key, k0 = jax.random.split(key)
   target_cache, cur, out = start(s, params, prompt, prompt_lens, max_new, k0, slack=G + 1)
@@ -196,8 +198,8 @@ def _decode(
     L = st.length
     cur = jnp.take_along_axis(st.seq, L[:, None], axis=1)[:, 0]
     if hybrid:
-      found_tokens, match = lookup(st.seq, L, G, s.ngram)
-      found = match >= s.ngram_min
+      found_tokens, match = lookup(st.seq, L, G, s.knobs.ngram)
+      found = match >= s.knobs.ngram_min
       d, draft_cache = draft(s, draft_params, st.draft_cache, st.seq, L, k_draft, width, active, skip=found)
       tokens = jnp.where(found[:, None], found_tokens, d.tokens)
       k = jnp.where(found, G, d.k)
@@ -252,8 +254,16 @@ def decode_hybrid(
   return _decode(s, params, draft_params, prompt, prompt_lens, max_new, key, hybrid=True)
 
 
-def _configure(knobs: dict) -> dict:
-  return modes.check_threshold(modes.check_gamma(knobs))
+@dataclasses.dataclass(frozen=True)
+class SpecKnobs:
+  gamma: int = modes.gamma()
+  draft_threshold: float | None = modes.draft_threshold()
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecLookupKnobs(SpecKnobs):
+  ngram: int = modes.ngram()
+  ngram_min: int | None = modes.ngram_min()
 
 
 modes.register(
@@ -261,11 +271,11 @@ modes.register(
     name="spec",
     decode=decode,
     help="a draft model proposes gamma tokens (or fewer: --draft-threshold), one target call verifies them",
-    knobs=("gamma", "draft_threshold"),
-    lookahead=lambda s: s.gamma + 1,
-    configure=_configure,
+    knobs=SpecKnobs,
+    lookahead=lambda k: k.gamma + 1,
     needs_draft=True,
     traced=True,
+    speed_model="draft",
   )
 )
 modes.register(
@@ -273,9 +283,9 @@ modes.register(
     name="spec-lookup",
     decode=decode_hybrid,
     help="spec, but a row whose context repeats its last tokens proposes their earlier continuation instead",
-    knobs=("gamma", "draft_threshold", "ngram", "ngram_min"),
-    lookahead=lambda s: s.gamma + 1,
-    configure=lambda knobs: modes.check_ngram(_configure(knobs)),
+    knobs=SpecLookupKnobs,
+    lookahead=lambda k: k.gamma + 1,
+    configure=modes.complete_ngram,
     needs_draft=True,
   )
 )

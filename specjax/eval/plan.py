@@ -49,6 +49,23 @@ from specjax.errors import SpecjaxError
 from specjax.eval.forward import call_costs
 
 TREE_SIZES = (0, 4, 8, 16, 32, 63)  # Medusa paths kept after the retrieval chain
+# The speed models (`Mode.speed_model`): "draft" rounds make draft calls then one verification (replayed
+# for every gamma and draft threshold), "match" rounds propose from a context match without draft calls
+# (replayed for every gamma and ngram_min), "tree" rounds verify a token tree (replayed for pruned trees).
+SPEED_MODELS = ("draft", "match", "tree")
+
+
+def applicable(engine: Engine, sampling: SamplingConfig) -> list[str]:
+  """The planned modes this engine can run at this temperature (the default of `specjax plan`)."""
+  out = []
+  for name in registry.names():
+    m = registry.get(name)
+    if m.speed_model is None or (m.greedy_only and not sampling.greedy):
+      continue
+    if m.needs_draft and (engine.draft_cfg is None or engine.draft_cfg.kind != m.draft_kind):
+      continue
+    out.append(name)
+  return out
 
 
 @dataclasses.dataclass
@@ -137,7 +154,7 @@ def round_costs(
   one-token call costs, but about 1.27x inside a decoder's loop on this project's CPU."""
   out = {}
   for w in widths:
-    mode, knobs = ("ar", {}) if w == 1 else ("jacobi", {"window": w - 1})
+    mode, knobs = (registry.baseline().name, {}) if w == 1 else ("jacobi", {"window": w - 1})  # jacobi: a w-wide call
     times = []
     for _ in range(repeat):
       run = engine.run(prompts, mode, max_new_tokens=max_new_tokens, batch_size=batch_size, **knobs)
@@ -192,7 +209,7 @@ def plan(
   prompts: Sequence[Sequence[int]],
   *,
   max_new_tokens: int,
-  modes: Sequence[str] = ("spec", "lookup", "tr-jacobi"),
+  modes: Sequence[str] | None = None,
   gammas: Sequence[int] = (1, 2, 3, 4, 5, 6, 8),
   thresholds: Sequence[float] = (0.3, 0.5, 0.7, 0.9),
   measure: Sequence[int] = (),
@@ -215,15 +232,19 @@ def plan(
     raise SpecjaxError(f"runs per measured setting (--runs) must be >= 1, got {runs_per_setting}")
   if any(g < 1 for g in gammas):
     raise SpecjaxError(f"every gamma must be >= 1, got {list(gammas)}")
-  modes = [m for m in modes if m != "ar"]
+  base = registry.baseline().name
+  modes = applicable(engine, sampling) if modes is None else [m for m in modes if m != base]
+  planned = [m for m in registry.names() if registry.get(m).speed_model]
   for m in modes:
-    if m not in ("spec", "lookup", "tr-jacobi"):
-      registry.get(m)  # an unknown name lists the registered modes
-      raise SpecjaxError(f"plan models spec, lookup and tr-jacobi; it has no model of {m!r}")
-  if "spec" in modes and engine.draft_cfg is None:
-    raise SpecjaxError("planning spec needs a draft model (--draft CKPT); or plan --modes lookup,tr-jacobi")
-  if "tr-jacobi" in modes and not sampling.greedy:
-    raise SpecjaxError("tr-jacobi is greedy only; plan it at temperature 0")
+    mode = registry.get(m)  # an unknown name lists the registered modes
+    if mode.speed_model not in SPEED_MODELS:
+      raise SpecjaxError(f"plan has no speed model of {m!r}; it plans {', '.join(planned)}")
+    if mode.needs_draft and (engine.draft_cfg is None or engine.draft_cfg.kind != mode.draft_kind):
+      raise SpecjaxError(f"planning {m} needs a draft model of kind {mode.draft_kind!r} (--draft CKPT)")
+    if mode.greedy_only and not sampling.greedy:
+      raise SpecjaxError(f"{m} is greedy only; plan it at temperature 0")
+  model = {m: registry.get(m).speed_model for m in modes}
+  drafted, matched, treed = ([m for m in modes if model[m] == k] for k in SPEED_MODELS)
   G = max(gammas)
   run_kw = dict(max_new_tokens=max_new_tokens, sampling=sampling, batch_size=batch_size, seed=seed)
 
@@ -232,13 +253,13 @@ def plan(
     timing, as `specjax bench --repeat` keeps)."""
     return min((engine.run(prompts, mode, **knobs, **run_kw) for _ in range(runs_per_setting)), key=lambda r: r.wall_s)
 
-  log("measuring: ar")
-  ar = measured("ar")
+  log(f"measuring: {base}")
+  ar = measured(base)
   work = Workload.of(ar)
   trees = pruned_trees()
   buckets = sorted({b for b, _ in work.batches})
-  widths = set(range(1, G + 2)) if "spec" in modes and thresholds else {1} | {g + 1 for g in gammas}
-  tree_widths = {t.num_nodes + 1 for t in trees} if "tr-jacobi" in modes else set()
+  widths = set(range(1, G + 2)) if drafted and thresholds else {1} | {g + 1 for g in gammas}
+  tree_widths = {t.num_nodes + 1 for t in trees} if treed else set()
   S = max(buckets) + max_new_tokens + max(widths | tree_widths)
   fill = max(buckets) + max_new_tokens // 2
   log(f"measuring call costs: target widths {sorted(widths)}, tree widths {sorted(tree_widths)}")
@@ -255,7 +276,7 @@ def plan(
   if b not in costs.prefill_target:
     costs.prefill_target[b] = call_costs(engine.target_cfg, engine.target_params, batch_size, [b], 0, S, repeat)[b]
   costs.target = round_costs(engine, sample, sorted(widths), sample_new, batch_size, costs.prefill_target)
-  if "spec" in modes:
+  if drafted:
     costs.draft = call_costs(engine.draft_cfg, engine.draft_params, batch_size, [1, 2], fill, S, repeat)
     for b in buckets:
       costs.prefill_draft[b] = call_costs(engine.draft_cfg, engine.draft_params, batch_size, [b], 0, S, repeat)[b]
@@ -285,52 +306,52 @@ def plan(
       )
     rows.append(r)
 
-  row("ar", None, 1.0, costs.target[1], False, measured=ar)
+  row(base, None, 1.0, costs.target[1], False, measured=ar)
 
-  if "spec" in modes:
-    log(f"measuring: spec gamma={G} (traced)")
-    runs = {(G, None): measured("spec", gamma=G, trace=True)}
+  for name in drafted:
+    log(f"measuring: {name} gamma={G} (traced)")
+    runs = {(G, None): measured(name, gamma=G, trace=True)}
     for g in measure:
       if (g, None) not in runs:
-        log(f"measuring: spec gamma={g}")
-        runs[(g, None)] = measured("spec", gamma=g)
+        log(f"measuring: {name} gamma={g}")
+        runs[(g, None)] = measured(name, gamma=g)
     for t in measure_thresholds:
-      log(f"measuring: spec gamma={G} threshold={t}")
-      runs[(G, t)] = measured("spec", gamma=G, draft_threshold=t)
+      log(f"measuring: {name} gamma={G} threshold={t}")
+      runs[(G, t)] = measured(name, gamma=G, draft_threshold=t)
     accept = runs[(G, None)].metrics["per_position_acceptance"]
     traces = runs[(G, None)].traces
     for g in sorted(gammas):
-      row("spec", g, expected_tokens(accept, g), round_seconds(costs, g), True, measured=runs.get((g, None)))
+      row(name, g, expected_tokens(accept, g), round_seconds(costs, g), True, measured=runs.get((g, None)))
       for t in thresholds:
         tokens, seconds = threshold_round(traces, g, t, costs)
-        row("spec", g, tokens, seconds, True, threshold=t, measured=runs.get((g, t)))
+        row(name, g, tokens, seconds, True, threshold=t, measured=runs.get((g, t)))
 
-  if "lookup" in modes:
-    log(f"measuring: lookup gamma={G} ngram_min=1 (traced)")
+  for name in matched:
+    log(f"measuring: {name} gamma={G} ngram_min=1 (traced)")
     measured_min = ngram if ngram_min is None else ngram_min
-    runs = {(G, 1): measured("lookup", gamma=G, ngram=ngram, ngram_min=1, trace=True)}
+    runs = {(G, 1): measured(name, gamma=G, ngram=ngram, ngram_min=1, trace=True)}
     for g in measure:
       if (g, measured_min) not in runs:
-        log(f"measuring: lookup gamma={g} ngram_min={measured_min}")
-        runs[(g, measured_min)] = measured("lookup", gamma=g, ngram=ngram, ngram_min=measured_min)
+        log(f"measuring: {name} gamma={g} ngram_min={measured_min}")
+        runs[(g, measured_min)] = measured(name, gamma=g, ngram=ngram, ngram_min=measured_min)
     traces = runs[(G, 1)].traces
     for g in sorted(gammas):
       for j in range(1, ngram + 1):
         tokens, seconds = lookup_round(traces, g, j, costs)
-        row("lookup", g, tokens, seconds, False, ngram_min=j, measured=runs.get((g, j)))
+        row(name, g, tokens, seconds, False, ngram_min=j, measured=runs.get((g, j)))
 
-  if "tr-jacobi" in modes:
-    log("measuring: tr-jacobi (default tree, traced)")
+  for name in treed:
+    log(f"measuring: {name} (default tree, traced)")
     full = TokenTree.default()
-    run = measured("tr-jacobi", tree=full, trace=True)
+    run = measured(name, tree=full, trace=True)
     for tree in trees:
       tokens = tree_round(run.traces, full, tree)
       seconds = costs.tree[tree.num_nodes + 1]
-      row("tr-jacobi", None, tokens, seconds, False, tree=tree, measured=run if tree == full else None)
+      row(name, None, tokens, seconds, False, tree=tree, measured=run if tree == full else None)
 
   best = {}
   for r in rows:
-    if r["mode"] != "ar" and r["predicted_speedup"] > best.get(r["mode"], {}).get("predicted_speedup", 0):
+    if r["mode"] != base and r["predicted_speedup"] > best.get(r["mode"], {}).get("predicted_speedup", 0):
       best[r["mode"]] = r
   overall = max(rows, key=lambda r: r["predicted_speedup"])
   return {
