@@ -9,6 +9,7 @@ import pytest
 from decode_util import engine, model, prompts, tiny
 from test_decode_lookup import V, chi2_pvalue, exact_distribution, sampled_counts
 
+from specjax.decode.lookup import lookup
 from specjax.decode.sampling import SamplingConfig
 
 LENGTHS = (3, 9, 14, 5, 12)
@@ -72,17 +73,40 @@ def near(target, scale: float, seed: int):
   )
 
 
+def lookup_first_rounds(run, prompt: list[int], gamma: int) -> tuple[np.ndarray, np.ndarray]:
+  """Per row: whether its first round proposed a lookup continuation (its context prompt + t_1 has a
+  match), and how many of those proposals were accepted. A point-mass proposal's residual excludes the
+  proposed token, so the accepted count is the number of leading emitted tokens equal to the proposal."""
+  P = len(prompt)
+  seq = jnp.asarray([prompt + [r.tokens[0]] for r in run.rows])
+  proposed, match = lookup(seq, jnp.full((len(run.rows),), P), gamma, 3)
+  emitted = np.array([r.tokens[1 : 1 + gamma] for r in run.rows])
+  same = np.asarray(proposed)[:, : emitted.shape[1]] == emitted
+  return np.asarray(match) > 0, np.cumprod(same, axis=1).sum(axis=1)
+
+
 @pytest.mark.parametrize("mode", ["spec", "spec-lookup"])
 def test_dynamic_sampling_is_exact(mode):
   # A near-target draft at temperature 1.5: first-round confidences spread around the threshold, so
   # rows propose 0, 1, 2 or 3 tokens, and each length sees rejections and all-accepted rounds (bonus draws).
+  # spec-lookup: a repetitive prompt, so a row whose t_1 occurs in it proposes a lookup continuation and
+  # the others draft; both kinds of proposal are rejected in some rows and accepted in others.
   s = SamplingConfig(temperature=1.5)
   target = model(tiny(vocab_size=V, init=0.5), 10)
-  prompt, new, samples = [1, 5, 2], 4, 8000
+  prompt = [1, 5, 2] if mode == "spec" else [7, 4, 7, 4, 7, 4]
+  new, samples = 4, 8000
   run = engine(target, near(target, 0.3, 5)).run(
     [prompt] * samples, mode, max_new_tokens=new, sampling=s, gamma=3, draft_threshold=0.6, batch_size=2000,
-    trace=mode == "spec",
+    trace=mode == "spec", ngram_min=1,
   )  # fmt: skip
+  if mode == "spec-lookup":
+    looked, accepted = lookup_first_rounds(run, prompt, 3)
+    drafted = np.array([r.metrics["drafted_tokens"] for r in run.rows])
+    assert 0.1 * samples < looked.sum() < 0.9 * samples, looked.sum()
+    assert (drafted[looked] >= 3).all()  # each lookup round proposes gamma tokens
+    counts = np.bincount(accepted[looked], minlength=4)
+    assert counts[0] > 0 and counts[1:].sum() > 0 and counts[3] > 0, counts  # rejected, accepted, all accepted
+    assert (drafted[~looked] > 0).any()  # the rows without a match drafted
   if mode == "spec":
     first_k = np.concatenate([t["k"][:, 0] for t in run.traces])
     first_n = np.concatenate([t["n"][:, 0] for t in run.traces])

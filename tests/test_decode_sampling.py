@@ -85,6 +85,19 @@ def test_acceptance_rules():
   assert (int(n[0]), int(nxt[0])) == (0, 0)
 
 
+def test_rejection_never_accepts_a_zero_probability_token_at_u_zero(monkeypatch):
+  """u is drawn from [0, 1), so u = 0 happens: `u * q <= p` would then accept a token of p = 0."""
+  monkeypatch.setattr(jax.random, "uniform", lambda key, shape, dtype=jnp.float32: jnp.zeros(shape, dtype))
+  y = jnp.array([[1, 4], [4, 4]])
+  p = jnp.zeros((2, 3, 5)).at[:, :, 0].set(0.5).at[:, :, 4].set(0.5)  # p(1) = 0, p(4) = 0.5
+  q = jnp.zeros((2, 2, 5)).at[:, :, 1].set(0.5).at[:, :, 4].set(0.5)
+  n, _ = sampling.rejection_accept(jax.random.key(0), y, q, p)
+  assert n.tolist() == [0, 2]  # row 0 stops at y_1 (p = 0); row 1 accepts both (u = 0 < p / q)
+  # a point-mass proposal (lookup) of a token the target rules out
+  n, nxt = sampling.rejection_accept(jax.random.key(0), y[:1, :1], sampling.point_mass(y[:1, :1], 5), p[:1, :2])
+  assert (int(n[0]), int(nxt[0]) in (0, 4)) == (0, True)
+
+
 # --- exactness: speculative sampling draws from the target's own distribution ---------------------
 # The first token t1 comes from the prefill; the first round then drafts t2..t_{G+1} and, when it accepts
 # them all, samples the bonus t_{G+2}. The test compares the joint law of t2..t_{G+2} (all of round 1,

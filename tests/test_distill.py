@@ -153,10 +153,8 @@ def test_real_speculative_measurements_and_on_policy_mixing(pair, tmp_path):
   draws = OnPolicy(OnPolicyConfig(fraction=0.5), None, (3,), seed=0, batch_size=8, engine=False)
   assert [r["on_policy"] for r in records] == [float(draws.draw(s)) for s in range(4)]
   assert 0 < sum(r["on_policy"] for r in records) < 4  # both kinds of step happened (seeded draw)
-  for r in (records[1], records[3]):
-    for t in ("0", "1"):
-      assert 0.0 <= r[f"spec_t{t}_acceptance_rate"] <= 1.0
-      assert 1.0 <= r[f"spec_t{t}_block_efficiency"] <= cfg.spec_eval.gamma + 1
+  for r in (records[1], records[3]):  # measured at steps 2 and 4 (the values: test_spec_eval_measures_...)
+    assert {f"spec_t{t}_{k}" for t in "01" for k in ("acceptance_rate", "block_efficiency")} <= set(r)
   assert "spec_t0_acceptance_rate" not in records[0]
 
 
@@ -174,8 +172,8 @@ def test_reduced_vocabulary_student_distils_and_keeps_its_map(pair, tmp_path):
   assert final.config.head_ids == ids
   records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
   last = {k: v for r in records for k, v in r.items()}
-  assert 0.0 < last["eval_expected_acceptance_full"] <= last["eval_expected_acceptance"] <= 1.0
-  assert 1.0 <= last["spec_t1_block_efficiency"] <= cfg.spec_eval.gamma + 1
+  assert 0.0 < last["eval_expected_acceptance_full"] <= last["eval_expected_acceptance"]
+  assert "spec_t1_block_efficiency" in last  # the reduced drafter decodes (its values: decode tests)
 
 
 def test_eagle_draft_distils_and_decodes(pair, tmp_path):
@@ -194,7 +192,7 @@ def test_eagle_draft_distils_and_decodes(pair, tmp_path):
   assert records[-1]["expected_acceptance"] > records[0]["expected_acceptance"] + 0.2, (records[0], records[-1])
   assert records[-1]["feature_loss"] < records[0]["feature_loss"]
   assert records[-1]["expected_acceptance_step1"] > records[-1]["expected_acceptance_step2"] > 0
-  assert 1.0 <= records[-1]["spec_t0_block_efficiency"] <= 5.0
+  assert "spec_t0_block_efficiency" in records[-1]  # the spec eval ran in eagle mode
   final = load_checkpoint(out / "final")
   assert final.config.kind == "eagle" and final.config.head_ids == tuple(json.loads(vocab.read_text())["ids"])
   target = load_checkpoint(pair["target"])
@@ -207,3 +205,22 @@ def test_eagle_draft_distils_and_decodes(pair, tmp_path):
   with pytest.raises(SpecjaxError, match="only applies to an eagle draft"):
     distill(_cfg(pair, "eagle.feature_weight=2.0"), tmp_path / "bad2")
   assert not (tmp_path / "bad1").exists() and not (tmp_path / "bad2").exists()
+
+
+def test_spec_eval_measures_the_drafter_it_is_given():
+  """SpecEval decodes with the parameters of each call: a drafter equal to the target accepts every
+  proposal, greedy and sampled (acceptance 1, gamma + 1 tokens per target call: the answer is whole
+  rounds, no EOS); an unrelated drafter does not."""
+  from decode_util import model, tiny
+
+  from specjax.train.distill import SpecEval, SpecEvalConfig
+
+  gamma, target_cfg = 3, tiny(vocab_size=64)
+  _, target = model(target_cfg, 0)
+  _, unrelated = model(target_cfg, 1)
+  cfg = SpecEvalConfig(gamma=gamma, max_new_tokens=1 + 4 * (gamma + 1), temperatures=(0.0, 1.0), batch_size=2)
+  spec = SpecEval(cfg, target_cfg, target, target_cfg, [[5, 9, 3], [11, 2, 8, 4]], eos_ids=())
+  other = spec(unrelated)
+  assert other["spec_t0_acceptance_rate"] < 1.0 and other["spec_t0_block_efficiency"] < gamma + 1, other
+  same = {f"spec_t{t}_{k}": v for t in "01" for k, v in (("acceptance_rate", 1.0), ("block_efficiency", gamma + 1.0))}
+  assert spec(target) == same

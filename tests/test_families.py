@@ -76,12 +76,12 @@ FAMILIES = {
 }
 
 
-def make_hf_model(folder, family: str, seed: int = 0):
+def make_hf_model(folder, family: str, seed: int = 0, **extra):
   """A random tiny transformers model of `family`, saved to `folder` (norms and biases random too)."""
   cls_name, overrides, _ = FAMILIES[family]
   cls = getattr(transformers, cls_name)
   torch.manual_seed(seed)
-  model = cls(cls.config_class(**{**BASE, **overrides})).eval()
+  model = cls(cls.config_class(**{**BASE, **overrides, **extra})).eval()
   with torch.no_grad():
     for name, p in model.named_parameters():
       if "norm" in name:
@@ -165,6 +165,36 @@ def test_greedy_generation_matches_transformers_generate(family):
     with torch.no_grad():
       out = model.generate(torch.tensor([prompt]), max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0)
     assert row.tokens == out[0, len(prompt) :].tolist()
+
+
+@pytest.mark.parametrize("name", ["llama3", "mistral", "qwen2", "qwen3"])
+def test_import_keeps_the_folders_tokenizer(tmp_path, name):
+  """A generic tokenizer.json (BPE of <unk> <s> </s>, no <|endoftext|>) with exactly as many tokens as
+  embedding rows. transformers loads a qwen2 folder's tokenizer as Qwen2Tokenizer, which adds
+  <|endoftext|> and swaps the pre-tokenizer: the checkpoint must keep the folder's tokenizer instead,
+  or `generate` refuses the model it just imported."""
+  from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+  from specjax.checkpoint.orbax_io import load_tokenizer
+  from specjax.decode.text import load_engine
+
+  bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+  bpe.pre_tokenizer = pre_tokenizers.Whitespace()
+  trainer = trainers.BpeTrainer(vocab_size=60, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False)
+  bpe.train_from_iterator(["the cat sat on the mat and the dog ran under the tree"] * 20, trainer)
+  source = transformers.PreTrainedTokenizerFast(
+    tokenizer_object=bpe, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+  )
+  make_hf_model(tmp_path / "hf", name, vocab_size=len(source))
+  source.save_pretrained(tmp_path / "hf")
+  import_model(tmp_path / "hf", tmp_path / "ck")
+  tok = load_tokenizer(tmp_path / "ck")
+  assert len(tok) == len(source) and tok.get_vocab() == source.get_vocab()
+  assert "<|endoftext|>" not in tok.get_vocab() and tok.pad_token is None
+  text = "the cat, the dog! sat on the mat"  # ',' and '!' are unknown: the pre-tokenizer must stay Whitespace
+  assert tok(text).input_ids == source(text).input_ids
+  engine, _ = load_engine(tmp_path / "ck")  # refused when the tokenizer outgrows the embedding
+  assert engine.vocab_size == len(source)
 
 
 # ----------------------------------------------------------------------------------------------- GGUF

@@ -22,6 +22,8 @@ from specjax.fileio import atomic_dir, refuse_existing
 from specjax.models.registry import param_shapes
 
 BUILTIN_MODELS = {"smollm2-135m-instruct": builtin_smollm2_path}
+# tokenizer_config.json's names for "the tokenizer is tokenizer.json, as is" (transformers 5 and 4)
+GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
 class _HFFolder:
@@ -71,9 +73,26 @@ class _HFFolder:
       print(f"warning: {self.path} has no tokenizer files; the checkpoint will have none", file=sys.stderr)
       return None
     try:
+      if self._declares_generic_tokenizer():
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(str(self.path), local_files_only=True)
       return AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
     except Exception as e:
       raise SpecjaxError(f"cannot load the tokenizer in {self.path}: {e}") from None
+
+  def _declares_generic_tokenizer(self) -> bool:
+    """Whether tokenizer_config.json names the generic tokenizers class. AutoTokenizer would then still
+    pick a model-specific class for some model types (Qwen2): one that adds its own special tokens
+    (`<|endoftext|>`) and pre-tokenizer, so the checkpoint's tokenizer would not be the folder's."""
+    file = self.path / "tokenizer_config.json"
+    if not (self.path / "tokenizer.json").is_file() or not file.is_file():
+      return False
+    try:
+      declared = json.loads(file.read_text()).get("tokenizer_class")
+    except (json.JSONDecodeError, AttributeError):
+      return False  # AutoTokenizer reports the broken file
+    return declared in GENERIC_TOKENIZER_CLASSES
 
 
 def open_source(src: str | os.PathLike):

@@ -6,9 +6,10 @@ and hashable, so it lives on a decoder's static settings.
 Speculative acceptance (docs/algorithms.md#speculative-sampling), for one round with draft tokens y_1..y_G:
 - greedy (temperature 0): accept y_i while y_i == argmax p_i; the next token is argmax p_j at the
   first mismatch j (or the bonus argmax p_{G+1});
-- sampling: accept y_i while u_i * q_i(y_i) <= p_i(y_i) (that is u_i <= min(1, p/q) without a
-  division), u_i ~ U(0, 1); at the first rejection j the next token is drawn from the residual
-  max(0, p_j - q_j) / sum(...), after G acceptances from p_{G+1}. p and q are the *processed*
+- sampling: accept y_i while u_i * q_i(y_i) < p_i(y_i) (that is u_i < min(1, p/q) without a
+  division), u_i ~ U[0, 1); strict, so u_i = 0 never accepts a token with p = 0. At the first
+  rejection j the next token is drawn from the residual max(0, p_j - q_j) / sum(...), after G
+  acceptances from p_{G+1}. p and q are the *processed*
   distributions (temperature, top-k, top-p applied to both).
 """
 
@@ -193,7 +194,7 @@ def rejection_accept(
   p_y = jnp.take_along_axis(p[:, :G], draft_tokens[..., None], axis=-1)[..., 0]
   q_y = jnp.take_along_axis(q, draft_tokens[..., None], axis=-1)[..., 0]
   u = jax.random.uniform(k_u, (B, G), jnp.float32)
-  n = leading_true((u * q_y <= p_y) & valid)
+  n = leading_true((u * q_y < p_y) & valid)  # strict: u = 0 must not accept p(y) = 0
   p_n = jnp.take_along_axis(p, n[:, None, None], axis=1)[:, 0]  # [B, V]
   q_pad = jnp.concatenate([q, jnp.zeros_like(q[:, :1])], axis=1)  # q_{G+1} = 0: the bonus draws from p
   q_n = jnp.take_along_axis(q_pad, n[:, None, None], axis=1)[:, 0]
