@@ -24,6 +24,8 @@ length and accepted count).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 from flax import struct
@@ -85,11 +87,19 @@ class _State:
   trace: dict | None = None  # per round: match length m and accepted count n (`DecodeSettings.trace`)
 
 
-def decode(
-  s: DecodeSettings, params, draft_params, prompt: Int[Array, "B P"], prompt_lens, max_new, key
+Propose = Callable[[Int[Array, "B S"], Int[Array, " B"]], tuple[Int[Array, "B G"], Int[Array, " B"], Int[Array, " B"]]]
+
+
+def point_decode(
+  s: DecodeSettings, params, prompt: Int[Array, "B P"], prompt_lens, max_new, key, propose: Propose
 ) -> DecodeResult:
-  """Lookup decoding with at most `s.gamma` proposals per round; see the module docstring."""
-  del draft_params
+  """The decode loop of every mode whose proposals are deterministic (q = one-hot): lookup, datastore.
+
+  Each round `propose(seq, length)` gives each row's proposals [B, G], how many of them are real (k in
+  0..G; 0: none) and the match length the trace records; one target call verifies [cur, y_1..y_k] (a
+  one-token call when no active row proposes) and the acceptance rule of the module docstring keeps
+  0..k of them plus one token. Exact for any `propose` that reads only the committed sequence.
+  """
   B, G = prompt.shape[0], s.gamma
   key, k0 = jax.random.split(key)
   cache, cur, out = start(s, params, prompt, prompt_lens, max_new, k0, slack=G + 1)
@@ -108,9 +118,8 @@ def decode(
     key, k_accept = jax.random.split(st.key)
     L = st.length
     cur = jnp.take_along_axis(st.seq, L[:, None], axis=1)[:, 0]
-    tokens, match = lookup(st.seq, L, G, s.ngram)
-    found = match >= s.ngram_min
-    k = jnp.where(found, G, 0).astype(jnp.int32)
+    tokens, k, match = propose(st.seq, L)
+    k = k.astype(jnp.int32)
     cache = st.cache.rollback(L)
 
     def wide(cache):
@@ -122,7 +131,7 @@ def decode(
       logits, cache = forward(s.target, params, cur[:, None], L[:, None], cache, vocab_size=s.vocab_size)
       return jnp.broadcast_to(logits, (B, G + 1, logits.shape[-1])), cache
 
-    logits, cache = jax.lax.cond(jnp.any(found & active), wide, narrow, cache)
+    logits, cache = jax.lax.cond(jnp.any((k > 0) & active), wide, narrow, cache)
     if s.sampling.greedy:
       n, nxt = sampling.greedy_accept(tokens, logits, k)
     else:
@@ -146,6 +155,19 @@ def decode(
 
   state = jax.lax.while_loop(lambda st: ~jnp.all(st.out.done), body, state)
   return DecodeResult(out=state.out, counters=state.counters, trace=state.trace)
+
+
+def decode(
+  s: DecodeSettings, params, draft_params, prompt: Int[Array, "B P"], prompt_lens, max_new, key
+) -> DecodeResult:
+  """Lookup decoding with at most `s.gamma` proposals per round; see the module docstring."""
+  del draft_params
+
+  def propose(seq, length):
+    tokens, match = lookup(seq, length, s.gamma, s.ngram)
+    return tokens, jnp.where(match >= s.ngram_min, s.gamma, 0), match
+
+  return point_decode(s, params, prompt, prompt_lens, max_new, key, propose)
 
 
 modes.register(

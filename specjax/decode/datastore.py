@@ -1,0 +1,122 @@
+"""Datastore drafting (REST / SAM-decoding style, no draft model) as one compiled call.
+
+Each round, for every row at once: binary-search the datastore's suffix array (`specjax.data.datastore`,
+a fixed log2 N + 1 steps) for the row's last n context tokens, n = `ngram` first, then shorter down to
+`ngram_min`; the longest n that occurs (with at least one token after it) proposes up to G tokens that
+followed one occurrence, stopping at the end of its document. Which occurrence: the middle of the
+matching range (the suffixes are sorted, so the middle lands in the block of the most frequent next
+token whenever that token follows more than half of the occurrences; the first suffix of the range
+would prefer the occurrences that end their document, which sort first). One target call verifies
+[cur, y_1..y_k] with the acceptance rule of lookup drafting (`specjax.decode.lookup.point_decode`:
+q = one-hot, exact; greedy is token-identical to `ar`), docs/algorithms.md#datastore-drafting.
+
+The datastore arrays are traced arguments of the compiled decoder (put on the device once per Engine,
+passed where draft modes get the draft's parameters), never constants of the program: a new datastore
+of the same size reuses the executable.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from jaxtyping import Array, Int
+
+from specjax.data.datastore import SEPARATOR
+from specjax.decode import modes
+from specjax.decode.common import DecodeResult, DecodeSettings
+from specjax.decode.lookup import point_decode
+from specjax.decode.modes import Mode
+
+PAST_END = SEPARATOR - 1  # what a suffix reads past the array's end: below every token and the separator
+
+
+@struct.dataclass
+class Store:
+  """The datastore on the device: tokens [N] int32 (SEPARATOR between documents) and its suffix array [N]."""
+
+  tokens: Int[Array, " N"]
+  suffix_array: Int[Array, " N"]
+
+
+def _read(store: Store, start: Int[Array, "*b"], width: int) -> Int[Array, "*b W"]:
+  """tokens[start : start + width], PAST_END beyond the array."""
+  N = store.tokens.shape[0]
+  idx = start[..., None] + jnp.arange(width)
+  return jnp.where(idx < N, store.tokens[jnp.clip(idx, 0, N - 1)], PAST_END)
+
+
+def _below(store: Store, slot, query: Int[Array, " n"], strict: bool) -> Array:
+  """Whether the suffix at `slot` of the suffix array, cut to len(query) tokens, is < query (`strict`)
+  or <= query."""
+  s = _read(store, store.suffix_array[slot], query.shape[0])
+  diff = s != query
+  first = jnp.argmax(diff)
+  less = jnp.any(diff) & (s[first] < query[first])
+  return less if strict else less | ~jnp.any(diff)
+
+
+def match_range(store: Store, query: Int[Array, " n"]) -> tuple[Int[Array, ""], Int[Array, ""]]:
+  """[lo, hi): the slots of the suffix array whose suffixes start with `query` (lo == hi: none), by two
+  binary searches of a fixed N.bit_length() steps each."""
+  N = store.suffix_array.shape[0]
+
+  def bound(strict):
+    def step(_, lh):
+      lo, hi = lh
+      mid = (lo + hi) // 2
+      go_right = (lo < hi) & _below(store, jnp.minimum(mid, N - 1), query, strict)
+      return jnp.where(lo < hi, jnp.where(go_right, mid + 1, lo), lo), jnp.where((lo < hi) & ~go_right, mid, hi)
+
+    return jax.lax.fori_loop(0, N.bit_length(), step, (jnp.int32(0), jnp.int32(N)))[0]
+
+  return bound(True), bound(False)
+
+
+def retrieve(
+  store: Store, seq: Int[Array, "B S"], length: Int[Array, " B"], gamma: int, ngram: int, ngram_min: int
+) -> tuple[Int[Array, "B G"], Int[Array, " B"], Int[Array, " B"]]:
+  """For each row with context `seq[b, :length[b] + 1]`: up to G proposals (the tokens after the middle
+  occurrence of its longest suffix of n in ngram..ngram_min tokens found in the store), how many are
+  real (k, 0..G: they stop at a document's end) and that n (0: no proposal)."""
+  S = seq.shape[1]
+
+  def one(row, L):
+    tokens, k, m = jnp.zeros((gamma,), jnp.int32), jnp.int32(0), jnp.int32(0)
+    for n in range(ngram_min, ngram + 1):  # later (longer) matches overwrite shorter ones
+      query = row[jnp.clip(L - n + 1 + jnp.arange(n), 0, S - 1)]
+      lo, hi = match_range(store, query)
+      slot = lo + jnp.maximum(hi - lo - 1, 0) // 2
+      nxt = _read(store, store.suffix_array[jnp.minimum(slot, store.suffix_array.shape[0] - 1)] + n, gamma)
+      real = jnp.cumprod(nxt >= 0).sum().astype(jnp.int32)
+      ok = (L + 1 >= n) & (hi > lo) & (real > 0)
+      tokens = jnp.where(ok, jnp.maximum(nxt, 0), tokens)
+      k, m = jnp.where(ok, real, k), jnp.where(ok, n, m)
+    return tokens, k, m
+
+  return jax.vmap(one)(seq, length)
+
+
+def decode(
+  s: DecodeSettings, params, store: Store, prompt: Int[Array, "B P"], prompt_lens, max_new, key
+) -> DecodeResult:
+  """Datastore decoding with at most `s.gamma` proposals per round; see the module docstring."""
+
+  def propose(seq, length):
+    return retrieve(store, seq, length, s.gamma, s.ngram, s.ngram_min)
+
+  return point_decode(s, params, prompt, prompt_lens, max_new, key, propose)
+
+
+modes.register(
+  Mode(
+    name="datastore",
+    decode=decode,
+    help="no draft model: propose what followed the last n tokens in a datastore of the target's answers",
+    knobs=("gamma", "ngram", "ngram_min"),
+    lookahead=lambda s: s.gamma + 1,
+    configure=lambda knobs: modes.check_ngram(modes.check_gamma(knobs)),
+    needs_datastore=True,
+    traced=True,
+  )
+)
