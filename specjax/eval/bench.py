@@ -73,7 +73,8 @@ def bench(
   if not modes:
     raise SpecjaxError("no modes to benchmark; pass e.g. --modes ar,spec")
   for name in modes:
-    registry.get(name)  # an unknown mode fails before anything runs
+    if registry.get(name).needs_datastore and engine.datastore is None:  # (an unknown mode fails here too)
+      raise SpecjaxError(f"{name} needs a datastore (--datastore DS, built with `specjax datastore`)")
   if any(registry.get(m).sweeps_gamma for m in modes) and not gammas:
     raise SpecjaxError(f"{', '.join(m for m in modes if registry.get(m).sweeps_gamma)} need at least one gamma")
   if not thresholds:

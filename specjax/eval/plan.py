@@ -14,7 +14,8 @@ Model (docs/algorithms.md#the-speed-up-model; every a_i is P(proposal i accepted
     E[tokens per round](gamma) = 1 + m * sum_{k=1..gamma} prod_{i<=k} a_i
     seconds per round(gamma)   = c_draft(first) + (gamma - 1) * c_draft(1) + c_target(gamma + 1)
 
-m is the share of rounds with a proposal (1 for `spec`). `lookup` makes no draft calls and is
+m is the share of rounds with a proposal (1 for `spec`). `lookup` (and `datastore`, the same way) makes no
+draft calls and is
 replayed on a traced run at the largest gamma that proposes from every match (ngram_min 1), which
 records each round's match length and how many of its gamma proposals were accepted: with
 `ngram_min` = j a round whose match is shorter than j emits one token, any other min(n, gamma) + 1,
@@ -217,9 +218,11 @@ def plan(
     raise SpecjaxError(f"every gamma must be >= 1, got {list(gammas)}")
   modes = [m for m in modes if m != "ar"]
   for m in modes:
-    if m not in ("spec", "lookup", "tr-jacobi"):
+    if m not in ("spec", "lookup", "datastore", "tr-jacobi"):
       registry.get(m)  # an unknown name lists the registered modes
-      raise SpecjaxError(f"plan models spec, lookup and tr-jacobi; it has no model of {m!r}")
+      raise SpecjaxError(f"plan models spec, lookup, datastore and tr-jacobi; it has no model of {m!r}")
+  if "datastore" in modes and engine.datastore is None:
+    raise SpecjaxError("planning datastore needs a datastore (--datastore DS, built with `specjax datastore`)")
   if "spec" in modes and engine.draft_cfg is None:
     raise SpecjaxError("planning spec needs a draft model (--draft CKPT); or plan --modes lookup,tr-jacobi")
   if "tr-jacobi" in modes and not sampling.greedy:
@@ -305,19 +308,19 @@ def plan(
         tokens, seconds = threshold_round(traces, g, t, costs)
         row("spec", g, tokens, seconds, True, threshold=t, measured=runs.get((g, t)))
 
-  if "lookup" in modes:
-    log(f"measuring: lookup gamma={G} ngram_min=1 (traced)")
+  for name in [m for m in ("lookup", "datastore") if m in modes]:  # the same trace, the same replay
+    log(f"measuring: {name} gamma={G} ngram_min=1 (traced)")
     measured_min = ngram if ngram_min is None else ngram_min
-    runs = {(G, 1): measured("lookup", gamma=G, ngram=ngram, ngram_min=1, trace=True)}
+    runs = {(G, 1): measured(name, gamma=G, ngram=ngram, ngram_min=1, trace=True)}
     for g in measure:
       if (g, measured_min) not in runs:
-        log(f"measuring: lookup gamma={g} ngram_min={measured_min}")
-        runs[(g, measured_min)] = measured("lookup", gamma=g, ngram=ngram, ngram_min=measured_min)
+        log(f"measuring: {name} gamma={g} ngram_min={measured_min}")
+        runs[(g, measured_min)] = measured(name, gamma=g, ngram=ngram, ngram_min=measured_min)
     traces = runs[(G, 1)].traces
     for g in sorted(gammas):
       for j in range(1, ngram + 1):
         tokens, seconds = lookup_round(traces, g, j, costs)
-        row("lookup", g, tokens, seconds, False, ngram_min=j, measured=runs.get((g, j)))
+        row(name, g, tokens, seconds, False, ngram_min=j, measured=runs.get((g, j)))
 
   if "tr-jacobi" in modes:
     log("measuring: tr-jacobi (default tree, traced)")
