@@ -2,11 +2,11 @@
 
 Each round, for every row at once: binary-search the datastore's suffix array (`specjax.data.datastore`,
 a fixed log2 N + 1 steps) for the row's last n context tokens, n = `ngram` first, then shorter down to
-`ngram_min`; the longest n that occurs (with at least one token after it) proposes up to G tokens that
-followed one occurrence, stopping at the end of its document. Which occurrence: the middle of the
+`ngram_min`; the longest n that occurs with at least one token after it proposes up to G tokens that
+followed one such occurrence, stopping at the end of its document. Which occurrence: the middle of the
 matching range (the suffixes are sorted, so the middle lands in the block of the most frequent next
 token whenever that token follows more than half of the occurrences; the first suffix of the range
-would prefer the occurrences that end their document, which sort first). One target call verifies
+proposes the smallest next token id, an arbitrary choice). One target call verifies
 [cur, y_1..y_k] with the acceptance rule of lookup drafting (`specjax.decode.lookup.point_decode`:
 q = one-hot, exact; greedy is token-identical to `ar`), docs/algorithms.md#datastore-drafting.
 
@@ -56,21 +56,26 @@ def _below(store: Store, slot, query: Int[Array, " n"], strict: bool) -> Array:
   return less if strict else less | ~jnp.any(diff)
 
 
-def match_range(store: Store, query: Int[Array, " n"]) -> tuple[Int[Array, ""], Int[Array, ""]]:
+def match_range(
+  store: Store, query: Int[Array, " n"], continued: bool = False
+) -> tuple[Int[Array, ""], Int[Array, ""]]:
   """[lo, hi): the slots of the suffix array whose suffixes start with `query` (lo == hi: none), by two
-  binary searches of a fixed N.bit_length() steps each."""
+  binary searches of a fixed N.bit_length() steps each. With `continued` only those where a token
+  follows the query (not a document's end): they sort after the others, from the first suffix that is
+  not below query + [0]."""
   N = store.suffix_array.shape[0]
 
-  def bound(strict):
+  def bound(q, strict):
     def step(_, lh):
       lo, hi = lh
       mid = (lo + hi) // 2
-      go_right = (lo < hi) & _below(store, jnp.minimum(mid, N - 1), query, strict)
-      return jnp.where(lo < hi, jnp.where(go_right, mid + 1, lo), lo), jnp.where((lo < hi) & ~go_right, mid, hi)
+      go_right = (lo < hi) & _below(store, jnp.minimum(mid, N - 1), q, strict)
+      return jnp.where(go_right, mid + 1, lo), jnp.where((lo < hi) & ~go_right, mid, hi)
 
     return jax.lax.fori_loop(0, N.bit_length(), step, (jnp.int32(0), jnp.int32(N)))[0]
 
-  return bound(True), bound(False)
+  first = jnp.concatenate([query, jnp.zeros((1,), query.dtype)]) if continued else query
+  return bound(first, True), bound(query, False)
 
 
 def retrieve(
@@ -85,7 +90,7 @@ def retrieve(
     tokens, k, m = jnp.zeros((gamma,), jnp.int32), jnp.int32(0), jnp.int32(0)
     for n in range(ngram_min, ngram + 1):  # later (longer) matches overwrite shorter ones
       query = row[jnp.clip(L - n + 1 + jnp.arange(n), 0, S - 1)]
-      lo, hi = match_range(store, query)
+      lo, hi = match_range(store, query, continued=True)
       slot = lo + jnp.maximum(hi - lo - 1, 0) // 2
       nxt = _read(store, store.suffix_array[jnp.minimum(slot, store.suffix_array.shape[0] - 1)] + n, gamma)
       real = jnp.cumprod(nxt >= 0).sum().astype(jnp.int32)
