@@ -3,12 +3,16 @@
 Each round, for every row at once: binary-search the datastore's suffix array (`specjax.data.datastore`,
 a fixed log2 N + 1 steps) for the row's last n context tokens, n = `ngram` first, then shorter down to
 `ngram_min`; the longest n that occurs with at least one token after it proposes up to G tokens that
-followed one such occurrence, stopping at the end of its document. Which occurrence: the middle of the
-matching range (the suffixes are sorted, so the middle lands in the block of the most frequent next
-token whenever that token follows more than half of the occurrences; the first suffix of the range
-proposes the smallest next token id, an arbitrary choice). One target call verifies
-[cur, y_1..y_k] with the acceptance rule of lookup drafting (`specjax.decode.lookup.point_decode`:
-q = one-hot, exact; greedy is token-identical to `ar`), docs/algorithms.md#datastore-drafting.
+followed one such occurrence, stopping at the end of its document. Which occurrence: one followed by
+the most frequent next token, approximately (`frequent_slot`: the next tokens of a match range are
+sorted, so 4 evenly spaced probes and two binary searches each measure the blocks of the likely
+candidates). Measured on held-out stdlib prose (a word-level store of 0.27M tokens, ngram 3..1, gamma 4,
+matched continuations scored against the real text), tokens accepted per matched round: the first
+occurrence of the range 0.80, its middle 0.83, the 4 probes 0.87, the exact most frequent 0.88.
+
+One target call verifies [cur, y_1..y_k] with the acceptance rule of lookup drafting
+(`specjax.decode.lookup.point_decode`: q = one-hot, exact; greedy is token-identical to `ar`); see
+docs/algorithms.md#datastore-drafting.
 
 The datastore arrays are traced arguments of the compiled decoder (put on the device once per Engine,
 passed where draft modes get the draft's parameters), never constants of the program: a new datastore
@@ -28,6 +32,7 @@ from specjax.decode.common import DecodeResult, DecodeSettings
 from specjax.decode.lookup import point_decode
 from specjax.decode.modes import Mode
 
+PROBES = 4  # slots of a match range whose next-token blocks are measured (`frequent_slot`)
 PAST_END = SEPARATOR - 1  # what a suffix reads past the array's end: below every token and the separator
 
 
@@ -78,11 +83,25 @@ def match_range(
   return bound(first, True), bound(query, False)
 
 
+def frequent_slot(store: Store, query: Int[Array, " n"], lo, hi) -> Int[Array, ""]:
+  """A slot in [lo, hi) (the occurrences of `query` that have a next token) whose next token is the most
+  frequent one, approximately: the next tokens of the range are sorted, so PROBES evenly spaced slots
+  hit every token that follows more than 1/PROBES of the occurrences; each probe's block (the slots
+  with its next token) is found by two more binary searches, and the middle of the largest wins."""
+  N = store.suffix_array.shape[0]
+  probes = lo + ((2 * jnp.arange(PROBES) + 1) * (hi - lo)) // (2 * PROBES)
+  after = _read(store, store.suffix_array[jnp.clip(probes, 0, N - 1)] + query.shape[0], 1)  # [PROBES, 1]
+  longer = jnp.concatenate([jnp.broadcast_to(query, (PROBES, query.shape[0])), after], axis=1)
+  block_lo, block_hi = jax.vmap(lambda q: match_range(store, q))(longer)
+  best = jnp.argmax(block_hi - block_lo)
+  return jnp.clip(block_lo[best] + jnp.maximum(block_hi[best] - block_lo[best] - 1, 0) // 2, 0, N - 1)
+
+
 def retrieve(
   store: Store, seq: Int[Array, "B S"], length: Int[Array, " B"], gamma: int, ngram: int, ngram_min: int
 ) -> tuple[Int[Array, "B G"], Int[Array, " B"], Int[Array, " B"]]:
-  """For each row with context `seq[b, :length[b] + 1]`: up to G proposals (the tokens after the middle
-  occurrence of its longest suffix of n in ngram..ngram_min tokens found in the store), how many are
+  """For each row with context `seq[b, :length[b] + 1]`: up to G proposals (the tokens after an
+  occurrence, followed by the most frequent next token, of its longest suffix of n in ngram..ngram_min tokens found in the store), how many are
   real (k, 0..G: they stop at a document's end) and that n (0: no proposal)."""
   S = seq.shape[1]
 
@@ -91,8 +110,7 @@ def retrieve(
     for n in range(ngram_min, ngram + 1):  # later (longer) matches overwrite shorter ones
       query = row[jnp.clip(L - n + 1 + jnp.arange(n), 0, S - 1)]
       lo, hi = match_range(store, query, continued=True)
-      slot = lo + jnp.maximum(hi - lo - 1, 0) // 2
-      nxt = _read(store, store.suffix_array[jnp.minimum(slot, store.suffix_array.shape[0] - 1)] + n, gamma)
+      nxt = _read(store, store.suffix_array[frequent_slot(store, query, lo, hi)] + n, gamma)
       real = jnp.cumprod(nxt >= 0).sum().astype(jnp.int32)
       ok = (L + 1 >= n) & (hi > lo) & (real > 0)
       tokens = jnp.where(ok, jnp.maximum(nxt, 0), tokens)
