@@ -92,6 +92,9 @@ def test_greedy_datastore_equals_autoregressive(target, reference):
     if run.traces:  # the match length of each round; rounds without a match accept nothing
       tr = run.traces[0]
       assert ((tr["m"] >= 0) & (tr["m"] <= ngram)).all() and (tr["n"][tr["m"] == 0] == 0).all()
+  # combined: the longer of the context's and the store's matches proposes
+  run = eng.run(prompts(LENGTHS), "combined", max_new_tokens=MAX_NEW, gamma=4, ngram_min=1, batch_size=4)
+  assert [r.tokens for r in run.rows] == reference and run.metrics["accepted_tokens"] > 0
 
 
 def test_datastore_mode_needs_a_datastore_of_the_same_vocabulary(target):
@@ -102,7 +105,8 @@ def test_datastore_mode_needs_a_datastore_of_the_same_vocabulary(target):
     engine(target, datastore=ds)
 
 
-def test_datastore_sampling_is_exact():
+@pytest.mark.parametrize("mode", ["datastore", "combined"])
+def test_datastore_sampling_is_exact(mode):
   # (lookup's test covers plain sampling and gamma 1 with the same acceptance code)
   s, gamma = SamplingConfig(temperature=1.0, top_k=6, top_p=0.95), 2
   tgt = model(tiny(vocab_size=V, init=1.0), 10)
@@ -112,7 +116,7 @@ def test_datastore_sampling_is_exact():
   new = 3 if gamma == 1 else 4  # the first round's tokens, its bonus included
   eng = engine(tgt, datastore=ds)
   run = eng.run(
-    [PROMPT] * 8000, "datastore", max_new_tokens=new, sampling=s, gamma=gamma, ngram=2, ngram_min=1, batch_size=2000
+    [PROMPT] * 8000, mode, max_new_tokens=new, sampling=s, gamma=gamma, ngram=2, ngram_min=1, batch_size=2000
   )
   rows = [r.metrics for r in run.rows]
   assert any(m["drafted_tokens"] > 0 and m["accepted_tokens"] == 0 for m in rows)  # residual draws

@@ -13,7 +13,7 @@ from specjax.decode.tree import TokenTree
 from specjax.errors import SpecjaxError
 from specjax.eval.bench import combinations
 
-BUILTIN = {"ar", "spec", "spec-lookup", "lookup", "jacobi", "tr-jacobi", "eagle", "datastore"}
+BUILTIN = {"ar", "spec", "spec-lookup", "lookup", "jacobi", "tr-jacobi", "eagle", "datastore", "combined"}
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +34,11 @@ def test_builtin_modes_are_registered():
     "tr-jacobi": 69,
     "eagle": 4,
     "datastore": 4,
+    "combined": 4,
   }
   assert {m for m in BUILTIN if modes.get(m).needs_draft} == {"spec", "spec-lookup", "eagle"}
   assert {m for m in BUILTIN if modes.get(m).draft_kind == "eagle"} == {"eagle"}
-  assert {m for m in BUILTIN if modes.get(m).needs_datastore} == {"datastore"}
+  assert {m for m in BUILTIN if modes.get(m).needs_datastore} == {"datastore", "combined"}
   assert {m for m in BUILTIN if modes.get(m).greedy_only} == {"jacobi", "tr-jacobi"}
 
 

@@ -14,6 +14,11 @@ One target call verifies [cur, y_1..y_k] with the acceptance rule of lookup draf
 (`specjax.decode.lookup.point_decode`: q = one-hot, exact; greedy is token-identical to `ar`); see
 docs/algorithms.md#datastore-drafting.
 
+`combined` runs both retrievals every round: a row proposes the lookup match in its own context
+(`specjax.decode.lookup.lookup`, gamma tokens) or the datastore match, whichever is longer (the context
+on a tie: the row's own text); the proposal is still a function of the committed sequence, so the
+acceptance is the same and as exact.
+
 The datastore arrays are traced arguments of the compiled decoder (put on the device once per Engine,
 passed where draft modes get the draft's parameters), never constants of the program: a new datastore
 of the same size reuses the executable.
@@ -29,7 +34,7 @@ from jaxtyping import Array, Int
 from specjax.data.datastore import SEPARATOR
 from specjax.decode import modes
 from specjax.decode.common import DecodeResult, DecodeSettings
-from specjax.decode.lookup import point_decode
+from specjax.decode.lookup import lookup, point_decode
 from specjax.decode.modes import Mode
 
 PROBES = 4  # slots of a match range whose next-token blocks are measured (`frequent_slot`)
@@ -131,15 +136,45 @@ def decode(
   return point_decode(s, params, prompt, prompt_lens, max_new, key, propose)
 
 
-modes.register(
-  Mode(
-    name="datastore",
+def decode_combined(
+  s: DecodeSettings, params, store: Store, prompt: Int[Array, "B P"], prompt_lens, max_new, key
+) -> DecodeResult:
+  """Per row the longer of the lookup match and the datastore match proposes; see the module docstring."""
+
+  def propose(seq, length):
+    d_tokens, d_k, d_m = retrieve(store, seq, length, s.gamma, s.ngram, s.ngram_min)
+    c_tokens, c_m = lookup(seq, length, s.gamma, s.ngram)
+    context = (c_m >= s.ngram_min) & (c_m >= d_m)
+    tokens = jnp.where(context[:, None], c_tokens, d_tokens)
+    return tokens, jnp.where(context, s.gamma, d_k), jnp.where(context, c_m, d_m)
+
+  return point_decode(s, params, prompt, prompt_lens, max_new, key, propose)
+
+
+def _mode(name: str, decode, help: str) -> Mode:
+  return Mode(
+    name=name,
     decode=decode,
-    help="no draft model: propose what followed the last n tokens in a datastore of the target's answers",
+    help=help,
     knobs=("gamma", "ngram", "ngram_min"),
     lookahead=lambda s: s.gamma + 1,
     configure=lambda knobs: modes.check_ngram(modes.check_gamma(knobs)),
     needs_datastore=True,
     traced=True,
+  )
+
+
+modes.register(
+  _mode(
+    "datastore",
+    decode,
+    "no draft model: propose what followed the last n tokens in a datastore of the target's answers",
+  )
+)
+modes.register(
+  _mode(
+    "combined",
+    decode_combined,
+    "datastore and lookup: per row the longer match, in the context or the datastore, proposes",
   )
 )
