@@ -150,6 +150,8 @@ class Engine:
     the device once here and reach the compiled decoders as arguments."""
     from specjax.decode.datastore import Store
 
+    if len(datastore.tokens) == 0:
+      raise SpecjaxError("the datastore holds no tokens; build one with `specjax datastore`")
     if datastore.vocab_size != self.vocab_size:
       raise SpecjaxError(
         f"the datastore was built with a tokenizer of {datastore.vocab_size} tokens but the target's has "
