@@ -63,9 +63,12 @@ def time_retrieve(store: Store, batch: int, context: int, rounds: int, gamma: in
     return jax.lax.fori_loop(0, rounds, body, jnp.int32(0))
 
   loop(store, seq).block_until_ready()
-  t0 = time.perf_counter()
-  loop(store, seq).block_until_ready()
-  return (time.perf_counter() - t0) / rounds
+  times = []
+  for _ in range(5):  # the fastest of 5: the least disturbed on a shared machine
+    t0 = time.perf_counter()
+    loop(store, seq).block_until_ready()
+    times.append(time.perf_counter() - t0)
+  return min(times) / rounds
 
 
 def main() -> None:
@@ -99,7 +102,7 @@ def main() -> None:
     )
     run_kw = dict(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, **knobs)
     eng.run(prompts, "datastore", **run_kw)  # compile
-    run = min((eng.run(prompts, "datastore", **run_kw) for _ in range(2)), key=lambda r: r.wall_s)
+    run = min((eng.run(prompts, "datastore", **run_kw) for _ in range(3)), key=lambda r: r.wall_s)
     ar = min(
       (eng.run(prompts, "ar", max_new_tokens=args.max_new_tokens, batch_size=args.batch_size) for _ in range(3)),
       key=lambda r: r.wall_s,
