@@ -105,9 +105,10 @@ def frequent_slot(store: Store, query: Int[Array, " n"], lo, hi) -> Int[Array, "
 def retrieve(
   store: Store, seq: Int[Array, "B S"], length: Int[Array, " B"], gamma: int, ngram: int, ngram_min: int
 ) -> tuple[Int[Array, "B G"], Int[Array, " B"], Int[Array, " B"]]:
-  """For each row with context `seq[b, :length[b] + 1]`: up to G proposals (the tokens after an
-  occurrence, followed by the most frequent next token, of its longest suffix of n in ngram..ngram_min tokens found in the store), how many are
-  real (k, 0..G: they stop at a document's end) and that n (0: no proposal)."""
+  """For each row with context `seq[b, :length[b] + 1]`: up to G proposals (what follows an occurrence
+  of its longest suffix of n in ngram..ngram_min tokens found in the store, one whose next token is the
+  most frequent: `frequent_slot`), how many are real (k, 0..G: they stop at a document's end) and that
+  n (0: no proposal)."""
   S = seq.shape[1]
 
   def one(row, L):
