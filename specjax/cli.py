@@ -235,6 +235,35 @@ def _cmd_vocab_map(args: argparse.Namespace) -> int:
   return 0
 
 
+def _datastore_args(p: argparse.ArgumentParser) -> None:
+  p.add_argument(
+    "--data",
+    required=True,
+    type=_csv(str),
+    help='comma list of make-data folders (their answers), JSONL files ({"text": ...} or {"prompt": ..., '
+    '"response": ...}) and .txt files',
+  )
+  p.add_argument("--tokenizer", required=True, help="the target's checkpoint (its tokenizer reads the text sources)")
+  p.add_argument("--out", required=True, help="new datastore folder (must not exist)")
+
+
+@_command(
+  "datastore",
+  "build a suffix-array datastore of the target's answers for --mode datastore (retrieval drafting)",
+  _datastore_args,
+)
+def _cmd_datastore(args: argparse.Namespace) -> int:
+  from specjax.data.datastore import build_datastore
+
+  ds = build_datastore(args.data, args.tokenizer, args.out)
+  m = ds.meta
+  print(
+    f"wrote datastore {args.out}: {m['num_tokens']} tokens in {m['num_documents']} documents, "
+    f"{ds.nbytes / 1e6:.1f} MB, suffix array built in {m['build_s']:.1f}s"
+  )
+  return 0
+
+
 def _reduce_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("ckpt", help="a full-vocabulary drafter checkpoint")
   p.add_argument("--map", required=True, help="a `specjax vocab-map` file")
@@ -352,6 +381,7 @@ PROMPTS_HELP = 'JSONL file of {"prompt": ...} lines, or a built-in suite: mt-ben
 def _decode_args(p: argparse.ArgumentParser, bench: bool) -> None:
   p.add_argument("--target", required=True, help="target model checkpoint folder")
   p.add_argument("--draft", help="draft model checkpoint folder (same tokenizer as the target)")
+  p.add_argument("--datastore", help="a `specjax datastore` folder (for --mode datastore)")
   if bench:
     p.add_argument("--prompts", required=True, help=PROMPTS_HELP)
     p.add_argument("--modes", type=_csv(str), default=["ar", "spec"], help="comma list of registered decoding modes")
@@ -414,7 +444,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
   sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k)
   texts = [args.prompt] if args.prompt is not None else load_prompts(args.prompts)
-  engine, tok = load_engine(args.target, args.draft)
+  engine, tok = load_engine(args.target, args.draft, datastore=args.datastore)
   ids = encode(tok, texts, chat=args.chat)
   run = engine.run(
     ids,
@@ -478,7 +508,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
   _check_modes(args.modes)
   knobs = _knob_values(args)
   texts = load_prompts(args.prompts)[: args.limit]
-  engine, tok = load_engine(args.target, args.draft)
+  engine, tok = load_engine(args.target, args.draft, datastore=args.datastore)
   records = bench(
     engine,
     encode(tok, texts, chat=args.chat),
@@ -505,6 +535,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _plan_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--target", required=True, help="target model checkpoint folder")
   p.add_argument("--draft", help="draft model checkpoint folder (needed to plan spec)")
+  p.add_argument("--datastore", help="a `specjax datastore` folder (needed to plan datastore)")
   p.add_argument("--prompts", required=True, help=PROMPTS_HELP)
   p.add_argument("--limit", type=int, default=4, help="use only the first N prompts (a short measurement)")
   p.add_argument("--chat", action="store_true", help="wrap each prompt in the tokenizer's chat template")
@@ -548,7 +579,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
   if args.modes:
     _check_modes(args.modes)
   texts = load_prompts(args.prompts)[: args.limit]
-  engine, tok = load_engine(args.target, args.draft)
+  engine, tok = load_engine(args.target, args.draft, datastore=args.datastore)
   report = plan(
     engine,
     encode(tok, texts, chat=args.chat),

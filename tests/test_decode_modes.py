@@ -14,7 +14,7 @@ from specjax.decode.tree import TokenTree
 from specjax.errors import SpecjaxError
 from specjax.eval.bench import combinations
 
-BUILTIN = {"ar", "spec", "spec-lookup", "lookup", "jacobi", "tr-jacobi", "eagle"}
+BUILTIN = {"ar", "spec", "spec-lookup", "lookup", "jacobi", "tr-jacobi", "eagle", "datastore", "combined"}
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +25,20 @@ def eng():
 def test_builtin_modes_are_registered():
   assert set(modes.names()) == BUILTIN
   looks = {name: modes.get(name).lookahead(modes.get(name).make_knobs(dict(gamma=3, window=5))) for name in BUILTIN}
-  assert looks == {"ar": 1, "spec": 4, "spec-lookup": 4, "lookup": 4, "jacobi": 6, "tr-jacobi": 69, "eagle": 4}
+  assert looks == {
+    "ar": 1,
+    "spec": 4,
+    "spec-lookup": 4,
+    "lookup": 4,
+    "jacobi": 6,
+    "tr-jacobi": 69,
+    "eagle": 4,
+    "datastore": 4,
+    "combined": 4,
+  }
   assert {m for m in BUILTIN if modes.get(m).needs_draft} == {"spec", "spec-lookup", "eagle"}
   assert {m for m in BUILTIN if modes.get(m).draft_kind == "eagle"} == {"eagle"}
+  assert {m for m in BUILTIN if modes.get(m).needs_datastore} == {"datastore", "combined"}
   assert {m for m in BUILTIN if modes.get(m).greedy_only} == {"jacobi", "tr-jacobi"}
   assert modes.baseline().name == "ar"
   assert modes.get("tr-jacobi").make_knobs({}).tree == TokenTree.default()  # completed by the mode

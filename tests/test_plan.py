@@ -145,6 +145,8 @@ def test_plan_refusals():
     plan(eng, prompts([5]), max_new_tokens=4, modes=("spec",))
   with pytest.raises(SpecjaxError, match=r"runs per measured setting \(--runs\) must be >= 1"):
     plan(eng, prompts([5]), max_new_tokens=4, modes=("lookup",), runs_per_setting=0)
+  with pytest.raises(SpecjaxError, match="needs a datastore"):
+    plan(eng, prompts([5]), max_new_tokens=4, modes=("datastore",))
   with pytest.raises(SpecjaxError, match="no speed model of 'jacobi'"):
     plan(eng, prompts([5]), max_new_tokens=4, modes=("jacobi",))
   with pytest.raises(SpecjaxError, match="unknown decoding mode"):

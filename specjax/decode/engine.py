@@ -142,6 +142,7 @@ class Engine:
     vocab_size: int | None = None,
     max_len: int | None = None,
     compiler_options: dict[str, Any] | None = None,
+    datastore=None,
   ):
     # The decode-time parameter layout, on the device once (a checkpoint may hold host numpy arrays,
     # which would be copied every call).
@@ -170,6 +171,26 @@ class Engine:
     self.max_len = max_len or target_cfg.max_position_embeddings
     self.compiler_options = compiler_options  # XLA options, e.g. {"xla_backend_optimization_level": 0}
     self._compiled: dict[tuple, Any] = {}
+    self.datastore, self._store = None, None
+    if datastore is not None:
+      self.set_datastore(datastore)
+
+  def set_datastore(self, datastore) -> None:
+    """Use `datastore` (`specjax.data.datastore.Datastore`) for the modes that need one; its arrays go to
+    the device once here and reach the compiled decoders as arguments."""
+    from specjax.decode.datastore import Store
+
+    if len(datastore.tokens) == 0:
+      raise SpecjaxError("the datastore holds no tokens; build one with `specjax datastore`")
+    if datastore.vocab_size != self.vocab_size:
+      raise SpecjaxError(
+        f"the datastore was built with a tokenizer of {datastore.vocab_size} tokens but the target's has "
+        f"{self.vocab_size}; rebuild it with `specjax datastore --tokenizer TARGET`"
+      )
+    self.datastore = datastore
+    self._store = jax.device_put(
+      Store(tokens=jnp.asarray(datastore.tokens), suffix_array=jnp.asarray(datastore.suffix_array))
+    )
 
   def set_params(self, target=None, draft=None) -> None:
     """New parameter values in the checkpoint (training) layout, e.g. the drafter being trained; they are
@@ -204,6 +225,8 @@ class Engine:
         f"{mode} decoding needs a draft of kind {m.draft_kind!r}, but the draft is of kind "
         f"{self.draft_cfg.kind!r}; with this draft use --mode {' or '.join(fits)}"
       )
+    if m.needs_datastore and self.datastore is None:
+      raise SpecjaxError(f"{mode} decoding needs a datastore (--datastore DS, built with `specjax datastore`)")
     if m.greedy_only and not sampling.greedy:
       raise SpecjaxError(f"{mode} decoding is greedy only; use temperature 0")
     if trace and not m.traced:
@@ -223,7 +246,7 @@ class Engine:
     return dataclasses.replace(s, cache_size=bucket + max_new_tokens + m.lookahead(knobs))
 
   def _executable(self, mode: str, s: DecodeSettings, args: tuple) -> tuple[Any, float]:
-    key = (mode, s, args[2].shape)
+    key = (mode, s, args[2].shape, None if self._store is None else self._store.tokens.shape)
     if key in self._compiled:
       return self._compiled[key], 0.0
     t0 = time.perf_counter()
@@ -313,7 +336,7 @@ class Engine:
     """
     limit = check_prompts(prompts, max_new_tokens, batch_size, self.max_len)
     m = modes.get(mode)
-    draft_params = self.draft_params if m.needs_draft else None
+    draft_params = self.draft_params if m.needs_draft else self._store if m.needs_datastore else None
     # Similar lengths share a batch: little padding, and at most one partial batch.
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     chunks = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]

@@ -25,6 +25,7 @@ length and accepted count).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -87,11 +88,19 @@ class _State:
   trace: dict | None = None  # per round: match length m and accepted count n (`DecodeSettings.trace`)
 
 
-def decode(
-  s: DecodeSettings, params, draft_params, prompt: Int[Array, "B P"], prompt_lens, max_new, key
+Propose = Callable[[Int[Array, "B S"], Int[Array, " B"]], tuple[Int[Array, "B G"], Int[Array, " B"], Int[Array, " B"]]]
+
+
+def point_decode(
+  s: DecodeSettings, params, prompt: Int[Array, "B P"], prompt_lens, max_new, key, propose: Propose
 ) -> DecodeResult:
-  """Lookup decoding with at most `s.knobs.gamma` proposals per round; see the module docstring."""
-  del draft_params
+  """The decode loop of every mode whose proposals are deterministic (q = one-hot): lookup, datastore.
+
+  Each round `propose(seq, length)` gives each row's proposals [B, G], how many of them are real (k in
+  0..G; 0: none) and the match length the trace records; one target call verifies [cur, y_1..y_k] (a
+  one-token call when no active row proposes) and the acceptance rule of the module docstring keeps
+  0..k of them plus one token. Exact for any `propose` that reads only the committed sequence.
+  """
   B, G = prompt.shape[0], s.knobs.gamma
   key, k0 = jax.random.split(key)
   cache, cur, out = start(s, params, prompt, prompt_lens, max_new, k0, slack=G + 1)
@@ -110,9 +119,8 @@ def decode(
     key, k_accept = jax.random.split(st.key)
     L = st.length
     cur = jnp.take_along_axis(st.seq, L[:, None], axis=1)[:, 0]
-    tokens, match = lookup(st.seq, L, G, s.knobs.ngram)
-    found = match >= s.knobs.ngram_min
-    k = jnp.where(found, G, 0).astype(jnp.int32)
+    tokens, k, match = propose(st.seq, L)
+    k = k.astype(jnp.int32)
     cache = st.cache.rollback(L)
 
     def wide(cache):
@@ -124,7 +132,7 @@ def decode(
       logits, cache = forward(s.target, params, cur[:, None], L[:, None], cache, vocab_size=s.vocab_size)
       return jnp.broadcast_to(logits, (B, G + 1, logits.shape[-1])), cache
 
-    logits, cache = jax.lax.cond(jnp.any(found & active), wide, narrow, cache)
+    logits, cache = jax.lax.cond(jnp.any((k > 0) & active), wide, narrow, cache)
     if s.sampling.greedy:
       n, nxt = sampling.greedy_accept(tokens, logits, k)
     else:
@@ -155,6 +163,19 @@ class LookupKnobs:
   gamma: int = modes.gamma()
   ngram: int = modes.ngram()
   ngram_min: int | None = modes.ngram_min()
+
+
+def decode(
+  s: DecodeSettings, params, draft_params, prompt: Int[Array, "B P"], prompt_lens, max_new, key
+) -> DecodeResult:
+  """Lookup decoding with at most `s.knobs.gamma` proposals per round; see the module docstring."""
+  del draft_params
+
+  def propose(seq, length):
+    tokens, match = lookup(seq, length, s.knobs.gamma, s.ngram)
+    return tokens, jnp.where(match >= s.knobs.ngram_min, s.knobs.gamma, 0), match
+
+  return point_decode(s, params, prompt, prompt_lens, max_new, key, propose)
 
 
 modes.register(

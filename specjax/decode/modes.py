@@ -29,6 +29,7 @@ BUILTIN = (
   "jacobi",
   "lookup",
   "eagle",
+  "datastore",
 )  # modules of specjax.decode that register modes
 
 
@@ -154,6 +155,8 @@ class Mode:
     needs_draft: the mode runs a draft model.
     draft_kind: the `ModelConfig.kind` that draft must be ("decoder", or "eagle" for a draft that reads
       the target's features).
+    needs_datastore: the mode reads a datastore (`specjax.data.datastore`): its decoder gets the datastore's
+      device arrays where draft modes get `draft_params`.
     greedy_only: the mode refuses temperature > 0.
     traced: the decoder records `DecodeResult.trace` when `DecodeSettings.trace` is set.
     baseline: the mode every speed-up is measured against (exactly one: autoregressive decoding).
@@ -169,6 +172,7 @@ class Mode:
   configure: Callable[[Any], Any] = lambda knobs: knobs
   needs_draft: bool = False
   draft_kind: str = "decoder"
+  needs_datastore: bool = False
   greedy_only: bool = False
   traced: bool = False
   baseline: bool = False

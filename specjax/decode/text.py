@@ -32,8 +32,14 @@ def eos_ids(tokenizer, cfg) -> tuple[int, ...]:
   return tuple(sorted(int(i) for i in ids if i is not None))
 
 
-def load_engine(target: str | os.PathLike, draft: str | os.PathLike | None = None, max_len: int | None = None):
-  """Load the target (and draft) checkpoints and the target's tokenizer; return (Engine, tokenizer)."""
+def load_engine(
+  target: str | os.PathLike,
+  draft: str | os.PathLike | None = None,
+  max_len: int | None = None,
+  datastore: str | os.PathLike | None = None,
+):
+  """Load the target (and draft) checkpoints, the target's tokenizer and optionally a datastore (refused
+  when built with another tokenizer); return (Engine, tokenizer)."""
   tgt = load_checkpoint(target)
   tok = load_tokenizer(target)
   d_cfg = d_params = None
@@ -42,9 +48,22 @@ def load_engine(target: str | os.PathLike, draft: str | os.PathLike | None = Non
     if any((Path(draft) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
       check_same_tokenizer(tok, load_tokenizer(draft), draft)
     d_cfg, d_params = d.config, d.params
+  store = None
+  if datastore is not None:
+    from specjax.data.datastore import check_tokenizer, load_datastore
+
+    store = load_datastore(datastore)
+    check_tokenizer(store, tok, datastore)
   # The Engine refuses a model with fewer embedding rows than the tokenizer has tokens.
   engine = Engine(
-    tgt.config, tgt.params, d_cfg, d_params, eos_ids=eos_ids(tok, tgt.config), vocab_size=len(tok), max_len=max_len
+    tgt.config,
+    tgt.params,
+    d_cfg,
+    d_params,
+    eos_ids=eos_ids(tok, tgt.config),
+    vocab_size=len(tok),
+    max_len=max_len,
+    datastore=store,
   )
   return engine, tok
 

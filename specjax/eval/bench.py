@@ -73,7 +73,8 @@ def bench(
   if not modes:
     raise SpecjaxError("no modes to benchmark; pass e.g. --modes ar,spec")
   for name in modes:
-    registry.get(name)  # an unknown mode fails before anything runs
+    if registry.get(name).needs_datastore and engine.datastore is None:  # (an unknown mode fails here too)
+      raise SpecjaxError(f"{name} needs a datastore (--datastore DS, built with `specjax datastore`)")
   fields = registry.knob_fields()
   sweeps, knobs = dict(sweeps or {}), dict(knobs or {})
   for name in set(sweeps) | set(knobs):

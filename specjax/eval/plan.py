@@ -14,7 +14,8 @@ Model (docs/algorithms.md#the-speed-up-model; every a_i is P(proposal i accepted
     E[tokens per round](gamma) = 1 + m * sum_{k=1..gamma} prod_{i<=k} a_i
     seconds per round(gamma)   = c_draft(first) + (gamma - 1) * c_draft(1) + c_target(gamma + 1)
 
-m is the share of rounds with a proposal (1 for `spec`). `lookup` makes no draft calls and is
+m is the share of rounds with a proposal (1 for `spec`). `lookup` (and `datastore`, the same way) makes no
+draft calls and is
 replayed on a traced run at the largest gamma that proposes from every match (ngram_min 1), which
 records each round's match length and how many of its gamma proposals were accepted: with
 `ngram_min` = j a round whose match is shorter than j emits one token, any other min(n, gamma) + 1,
@@ -63,6 +64,8 @@ def applicable(engine: Engine, sampling: SamplingConfig) -> list[str]:
     if m.speed_model is None or (m.greedy_only and not sampling.greedy):
       continue
     if m.needs_draft and (engine.draft_cfg is None or engine.draft_cfg.kind != m.draft_kind):
+      continue
+    if m.needs_datastore and engine.datastore is None:
       continue
     out.append(name)
   return out
@@ -241,6 +244,8 @@ def plan(
       raise SpecjaxError(f"plan has no speed model of {m!r}; it plans {', '.join(planned)}")
     if mode.needs_draft and (engine.draft_cfg is None or engine.draft_cfg.kind != mode.draft_kind):
       raise SpecjaxError(f"planning {m} needs a draft model of kind {mode.draft_kind!r} (--draft CKPT)")
+    if mode.needs_datastore and engine.datastore is None:
+      raise SpecjaxError(f"planning {m} needs a datastore (--datastore DS, built with `specjax datastore`)")
     if mode.greedy_only and not sampling.greedy:
       raise SpecjaxError(f"{m} is greedy only; plan it at temperature 0")
   model = {m: registry.get(m).speed_model for m in modes}
