@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from align_helpers import tiny_checkpoint, word_data
 
-from specjax.checkpoint.orbax_io import load_checkpoint
+from specjax.checkpoint.orbax_io import load_checkpoint, load_tokenizer
 from specjax.cli import main
 from specjax.config import load_config
 from specjax.data.distill_batches import ExampleBatches
@@ -143,9 +143,89 @@ def test_bad_data_settings_are_refused_before_the_run_folder_is_written(pair, tm
   assert not (tmp_path / "bad").exists()
 
 
-def test_real_speculative_measurements_and_on_policy_mixing(pair, tmp_path):
-  from specjax.train.distill import OnPolicy, OnPolicyConfig
+@pytest.mark.parametrize(
+  "overrides,match",
+  [
+    (("spec_eval.every=2", "spec_eval.gamma=0"), "gamma .draft tokens per round. must be >= 1"),
+    (("spec_eval.every=0", "spec_eval.temperatures=[0.0, -1.0]"), "temperature must be >= 0"),
+    (("spec_eval.every=2", "spec_eval.max_new_tokens=100000"), "prompt 0 has .* tokens; with max_new_tokens=100000"),
+    (("spec_eval.every=0", "spec_eval.batch_size=0"), "batch size must be >= 1"),
+    (("spec_eval.every=0", "data.eval_examples=0"), "no prompts are held out"),
+    (("on_policy.fraction=0.5", "on_policy.temperature=-1.0"), "temperature must be >= 0"),
+    (("on_policy.fraction=0.5", "on_policy.max_new_tokens=0"), "max_new_tokens must be >= 1"),
+  ],
+)
+def test_bad_hook_settings_fail_before_anything_is_written(pair, tmp_path, overrides, match):
+  """A setting a hook would refuse only when it first runs (its period, or the end) fails at once."""
+  out = tmp_path / "bad"
+  with pytest.raises(SpecjaxError, match=match):
+    distill(_cfg(pair, "steps=2", "checkpoint.every=1", *overrides), out)
+  assert not out.exists()
 
+
+def _reference_copy(src, dst, **meta):
+  """A copy of checkpoint `src` whose model_config.json record is updated with `meta` (None: removed)."""
+  shutil.copytree(src, dst)
+  record = json.loads((dst / "model_config.json").read_text())
+  record.update(meta)
+  record = {k: v for k, v in record.items() if v is not None}
+  (dst / "model_config.json").write_text(json.dumps(record))
+  return dst
+
+
+def test_adaspec_refuses_a_reference_that_is_not_the_students_fkl_run(pair, fkl_run, tmp_path):
+  """AdaSPEC's reference must be the student's start distilled with fkl (against this target): the student
+  itself, a copy of it, a model that was not distilled, one distilled with another loss, from another
+  start or against another target are refused before anything is written."""
+
+  def refused(name, path, match):
+    with pytest.raises(SpecjaxError, match=match):
+      distill(_cfg(pair, "steps=1", "loss=adaspec", f"reference={path}"), tmp_path / f"run-{name}")
+    assert not (tmp_path / f"run-{name}").exists(), name
+
+  refused("student", pair["student"], "is the student itself")
+  from specjax.train.reference import fingerprint
+
+  ref = fkl_run[0] / "final"
+  meta = json.loads((ref / "model_config.json").read_text())
+  assert meta["student_fingerprint"] == fingerprint(pair["student"])  # what distill records for the check
+  assert meta["target_fingerprint"] == json.loads((pair["data"] / META_FILE).read_text())["target"]["fingerprint"]
+  distilled = {"source": "specjax distill", "loss": "fkl", "student": str(pair["student"])}
+  cases = {
+    "copy": (
+      _reference_copy(
+        pair["student"], tmp_path / "copy", **distilled, student_fingerprint=fingerprint(pair["student"])
+      ),
+      "has the student's own parameters",
+    ),
+    "pretrained": (tiny_checkpoint(tmp_path / "other", seed=5), "is not a model distilled with loss=fkl"),
+    "rkl": (_reference_copy(ref, tmp_path / "rkl", loss="rkl"), "is not a model distilled with loss=fkl"),
+    "start": (_reference_copy(ref, tmp_path / "start", student_fingerprint="0" * 32), "from another start"),
+    "old": (_reference_copy(ref, tmp_path / "old", student_fingerprint=None, student="elsewhere"), "another start"),
+    "target": (_reference_copy(ref, tmp_path / "target", target_fingerprint="0" * 32), "against another target"),
+  }
+  for name, (path, match) in cases.items():
+    refused(name, path, match)
+
+
+def test_real_speculative_measurements_and_on_policy_mixing(pair, tmp_path, monkeypatch):
+  """The spec eval's metrics, the seeded on-policy draws, and that an on-policy step's batch holds the
+  current drafter's own samples for the batch's prompts (not the dataset's responses)."""
+  import jax
+
+  from specjax.decode.engine import Engine
+  from specjax.decode.sampling import SamplingConfig
+  from specjax.train.hooks import OnPolicy, OnPolicyConfig, batch_prompts
+
+  seen = []
+  hook = OnPolicy.hook
+
+  def recording(self, params, batch, step):
+    new, scalars = hook(self, params, batch, step)
+    seen.append((jax.device_get(params), batch, new, step, scalars["on_policy"]))
+    return new, scalars
+
+  monkeypatch.setattr(OnPolicy, "hook", recording)
   out = tmp_path / "onpolicy"
   cfg = _cfg(pair, "steps=4", "spec_eval.every=2", "spec_eval.temperatures=[0.0, 1.0]", "on_policy.fraction=0.5")
   distill(cfg, out)
@@ -156,6 +236,27 @@ def test_real_speculative_measurements_and_on_policy_mixing(pair, tmp_path):
   for r in (records[1], records[3]):  # measured at steps 2 and 4 (the values: test_spec_eval_measures_...)
     assert {f"spec_t{t}_{k}" for t in "01" for k in ("acceptance_rate", "block_efficiency")} <= set(r)
   assert "spec_t0_acceptance_rate" not in records[0]
+
+  student, target = load_checkpoint(pair["student"]), load_checkpoint(pair["target"])
+  eos_ids = {e for e in (load_tokenizer(pair["target"]).eos_token_id, target.config.eos_token_id) if e is not None}
+  sampling = SamplingConfig(temperature=cfg.on_policy.temperature)
+  assert [on for *_, on in seen] == [r["on_policy"] for r in records]
+  for params, before, after, step, on in seen:
+    if not on:
+      assert after is before
+      continue
+    prompts = batch_prompts(before)
+    assert batch_prompts(after) == prompts  # the batch's own prompts, continued
+    engine = Engine(student.config.replace(dtype=cfg.dtype, remat=False), params, eos_ids=eos_ids)
+    run = engine.run(
+      prompts, "ar", max_new_tokens=cfg.on_policy.max_new_tokens, sampling=sampling, batch_size=8, seed=step
+    )
+    for i, (p, row) in enumerate(zip(prompts, run.rows, strict=True)):
+      want = (p + list(row.tokens))[: cfg.data.seq_len]
+      n = int(after["response_mask"][i].sum())
+      assert n > 0 and after["tokens"][i, : len(want)].tolist() == want, i
+      assert after["response_mask"][i, len(p) : len(want)].all()
+    assert not np.array_equal(after["tokens"], before["tokens"])
 
 
 def test_reduced_vocabulary_student_distils_and_keeps_its_map(pair, tmp_path):

@@ -66,4 +66,13 @@ def test_resume_continues_the_same_sequence():
 def test_one_prompt_only_keeps_training_rows():
   data = ExampleBatches(_ds(n_prompts=1, per_prompt=4), batch_size=2, seq_len=8, eval_examples=2)
   assert len(data.train_rows) == 4 and len(data.eval_rows) == 0
-  assert data.eval_batches() == [] and len(data.eval_prompts(2)) == 2
+  assert data.eval_batches() == []
+  with pytest.raises(SpecjaxError, match="no prompts are held out.*raise data.eval_examples"):
+    data.eval_prompts(2)  # never the training prompts instead
+
+
+def test_no_held_out_prompts_are_refused_not_replaced_by_training_prompts():
+  data = ExampleBatches(_ds(), batch_size=4, seq_len=8, eval_examples=0)
+  assert len(data.eval_rows) == 0
+  with pytest.raises(SpecjaxError, match="no prompts are held out for the speculative evaluation"):
+    data.eval_prompts(4)

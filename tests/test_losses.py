@@ -142,6 +142,41 @@ def test_tvdpp_batch_and_sampled_norms():
     distill.tvdpp(s, t, mask, norm="vocab")
 
 
+def test_tvdpp_sampled_gradient_is_a_monte_carlo_tvd_gradient():
+  """norm="sampled" with an rng: y_t ~ q_t, A_t = (r(y_t) - mu) / sigma over the counted positions. Times
+  (sigma + eps) its gradient is -(1/n) sum_t (r(y_t) - mu) grad log q_t(y_t), whose expectation is exactly
+  (1 - 1/n) grad TVD (mu holds y_t's own reward with weight 1/n); unscaled, it is about grad TVD / sigma
+  with sigma = sqrt(mu_b (1 - mu_b)). Averaged over many keys, both within Monte-Carlo error: a sign, a
+  count or a sigma mistake is far outside it."""
+  b, t, v, keys = 2, 48, 7, 4000
+  s = jax.random.normal(jax.random.key(5), (b, t, v)) * 1.5
+  tt = jax.random.normal(jax.random.key(6), (b, t, v)) * 1.5
+  mask = np.ones((b, t), np.float32)
+  mask[0, :10], mask[1, 30:] = 0, 0
+  mask = jnp.asarray(mask)
+  n = float(mask.sum())
+
+  def one(key):
+    (_, metrics), g = jax.value_and_grad(lambda x: distill.tvdpp(x, tt, mask, norm="sampled", rng=key), has_aux=True)(s)
+    return g, metrics["reward_std"]
+
+  g, sigma = jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(7), keys))
+  g, sigma = np.asarray(g, np.float64), np.asarray(sigma, np.float64)
+  g_tvd = np.asarray(jax.grad(lambda x: distill.tvd(x, tt, mask)[0])(s), np.float64)
+  assert np.all(g[:, np.asarray(mask) == 0] == 0)  # masked positions get no gradient
+
+  def check(samples, want, rel):
+    err = np.linalg.norm(samples.mean(0) - want)
+    se = np.sqrt(samples.var(0).sum() / keys)  # the Monte-Carlo error of the mean, in norm
+    assert se < 0.05 * np.linalg.norm(want)  # enough keys for the comparison to mean something
+    assert err < 4 * se + rel * np.linalg.norm(want), (err, se, np.linalg.norm(want))
+
+  check(g * (sigma + 1e-6)[:, None, None, None], (1 - 1 / n) * g_tvd, rel=0.0)
+  q, p = _np_softmax(s), _np_softmax(tt)
+  mu_b = ((q * (p > q)).sum(-1) * np.asarray(mask)).sum() / n
+  check(g, g_tvd / np.sqrt(mu_b * (1 - mu_b)), rel=0.05)
+
+
 @pytest.mark.parametrize(
   "name,kw",
   [("fkl", {}), ("rkl", {}), ("jsd", {}), ("tvd", {}), ("tvdpp", {"norm": "position"}), ("tvdpp", {"norm": "batch"})],

@@ -104,6 +104,7 @@ class ExampleBatches:
     self.resp = [np.asarray(m, np.uint8) for m in ds["response_mask"]]
     self.prompt_lens = [int(p) for p in ds["prompt_len"]]
     self.batch_size, self.seq_len, self.seed = batch_size, seq_len, seed
+    self.eval_examples = eval_examples
     self.eval_rows, self.train_rows = split_by_prompt(self.tokens, self.prompt_lens, min(eval_examples, n // 2), seed)
     if len(self.train_rows) == 0:
       raise SpecjaxError(f"the dataset has {n} samples: too few to train on; generate more with make-data")
@@ -166,9 +167,20 @@ class ExampleBatches:
     return out
 
   def eval_prompts(self, limit: int) -> list[list[int]]:
-    """Templated prompt ids of up to `limit` held-out rows (for real decoding measurements)."""
-    rows = [int(r) for r in self.eval_rows][:limit] or [int(r) for r in self.train_rows][:limit]
-    return [self.tokens[r][: self.prompt_lens[r]].tolist() for r in rows]
+    """Templated prompt ids of up to `limit` held-out rows (for real decoding measurements). Training
+    prompts are never used instead: a drafter decoding what it was trained on measures memorisation."""
+    if len(self.eval_rows) == 0:
+      prompts = len({t[:p].tobytes() for t, p in zip(self.tokens, self.prompt_lens, strict=True)})
+      raise SpecjaxError(
+        f"no prompts are held out for the speculative evaluation (data.eval_examples={self.eval_examples}, "
+        f"{len(self.tokens)} samples of {prompts} prompts); raise data.eval_examples, give make-data "
+        "more prompts (a held-out prompt leaves at least one to train on), or set spec_eval.every=-1"
+      )
+    return [self.tokens[r][: self.prompt_lens[r]].tolist() for r in [int(r) for r in self.eval_rows][:limit]]
+
+  def longest_train_prompt(self) -> int:
+    """The most prompt tokens a training batch row can hold (on-policy sampling continues them)."""
+    return max(max(min(self.prompt_lens[int(r)], self.seq_len), 1) for r in self.train_rows)
 
 
 def prompt_length(response_mask_row: np.ndarray) -> int:

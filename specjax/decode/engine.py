@@ -255,6 +255,21 @@ class Engine:
     self._compiled[key] = compiled
     return compiled, time.perf_counter() - t0
 
+  def check(
+    self,
+    prompt_lengths: Sequence[int],
+    mode: str = "ar",
+    *,
+    max_new_tokens: int,
+    sampling: SamplingConfig = SamplingConfig(),
+    batch_size: int = 1,
+    **options,
+  ) -> None:
+    """Refuse what `run` would refuse for prompts of these lengths, without compiling anything: a caller
+    that decodes later (a training hook) can check its settings before it starts."""
+    limit = check_prompts([[0] * int(n) for n in prompt_lengths], max_new_tokens, batch_size, self.max_len)
+    self.settings(mode, max_new_tokens, bucket_length(max(prompt_lengths), limit), sampling, **options)
+
   def stream(
     self,
     prompts: Sequence[Sequence[int]],

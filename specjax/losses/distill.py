@@ -41,12 +41,15 @@ Definitions (docs/algorithms.md#distillation-losses, docs/algorithms.md#adaspec)
   gap = L_d - L_r; keep the tokens with gap >= quantile(gap over the counted tokens, 1 - k) (linear
   interpolation like `torch.quantile`, ties kept); loss = sum of the kept L_d / number of counted tokens.
 
-`LOSSES` maps names to these functions and `make_loss(name, **options)` validates options up front and
-returns a function of (student_logits, teacher_logits, mask, **per-call arguments).
+`REGISTRY` maps names to `Loss` records: the function, its option checks and what it needs per call
+(a reference model's logits, the step's rng), which is all a trainer reads about a loss. `LOSSES` maps
+names to the bare functions, and `make_loss(name, **options)` validates options up front and returns a
+function of (student_logits, teacher_logits, mask, **per-call arguments).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from collections.abc import Callable
@@ -306,30 +309,73 @@ def adaspec(student_logits, teacher_logits, mask, reference_logits, k: float = 0
   )
 
 
-LOSSES: dict[str, Callable[..., tuple[jax.Array, Metrics]]] = {
-  "fkl": fkl,
-  "rkl": rkl,
-  "jsd": jsd,
-  "tvd": tvd,
-  "tvdpp": tvdpp,
-  "adaspec": adaspec,
-}
+@dataclasses.dataclass(frozen=True)
+class Loss:
+  """A distillation loss and what it asks of the training step beside (student, teacher, mask), so a
+  trainer reads these fields instead of comparing loss names.
 
-_VALIDATORS: dict[str, Callable[[Any], Any]] = {"beta": _check_beta, "norm": _check_norm, "k": _check_k}
+  Attributes:
+    name: the `loss=` name.
+    fn: `fn(student_logits, teacher_logits, mask, **per-call arrays, **options) -> (loss, metrics)`.
+    needs_reference: takes `reference_logits`, the logits of a second frozen model (AdaSPEC).
+    reference_loss: the loss that reference must have been distilled with (from the same start).
+    needs_rng: takes the step's PRNG key `rng` (TVD++ draws its tokens with it under norm="sampled").
+    validate: checks the static option values ({name: value}) and returns them normalised; raises
+      SpecjaxError.
+  """
+
+  name: str
+  fn: Callable[..., tuple[jax.Array, Metrics]]
+  needs_reference: bool = False
+  reference_loss: str | None = None
+  needs_rng: bool = False
+  validate: Callable[[dict[str, Any]], dict[str, Any]] = lambda options: options
+
+  @property
+  def options(self) -> list[str]:
+    """The static options (keyword arguments after the three arrays), per-call arrays left out."""
+    params = list(inspect.signature(self.fn).parameters)[3:]
+    return [p for p in params if p not in _PER_CALL]
+
+  def bind(self, **options: Any) -> Callable[..., tuple[jax.Array, Metrics]]:
+    """`fn` with its static options checked now and bound (see `make_loss`)."""
+    for key in options:
+      if key not in self.options:
+        raise SpecjaxError(f"loss {self.name!r} has no option {key!r}; its options are {self.options or 'none'}")
+    options = self.validate(dict(options))
+    return functools.partial(self.fn, **options) if options else self.fn
+
+
+def _checks(**validators: Callable[[Any], Any]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+  """A `Loss.validate` that runs one check per option present."""
+  return lambda options: {k: validators[k](v) if k in validators else v for k, v in options.items()}
+
+
 _PER_CALL = ("sample_tokens", "rng", "reference_logits")
+REGISTRY: dict[str, Loss] = {
+  loss.name: loss
+  for loss in (
+    Loss("fkl", fkl),
+    Loss("rkl", rkl),
+    Loss("jsd", jsd, validate=_checks(beta=_check_beta)),
+    Loss("tvd", tvd),
+    Loss("tvdpp", tvdpp, needs_rng=True, validate=_checks(norm=_check_norm)),
+    Loss("adaspec", adaspec, needs_reference=True, reference_loss="fkl", validate=_checks(k=_check_k)),
+  )
+}
+LOSSES: dict[str, Callable[..., tuple[jax.Array, Metrics]]] = {name: loss.fn for name, loss in REGISTRY.items()}
+
+
+def get_loss(name: str) -> Loss:
+  """The record of loss `name`; an unknown name is a SpecjaxError listing the registered ones."""
+  if name not in REGISTRY:
+    raise SpecjaxError(f"unknown distillation loss {name!r}; choose one of {sorted(REGISTRY)}")
+  return REGISTRY[name]
 
 
 def loss_options(name: str) -> list[str]:
   """The static options a loss accepts (e.g. ["beta"] for jsd); per-call arrays are not listed."""
-  fn = _lookup(name)
-  params = list(inspect.signature(fn).parameters)[3:]
-  return [p for p in params if p not in _PER_CALL]
-
-
-def _lookup(name: str):
-  if name not in LOSSES:
-    raise SpecjaxError(f"unknown distillation loss {name!r}; choose one of {sorted(LOSSES)}")
-  return LOSSES[name]
+  return get_loss(name).options
 
 
 def make_loss(name: str, **options: Any) -> Callable[..., tuple[jax.Array, Metrics]]:
@@ -341,11 +387,4 @@ def make_loss(name: str, **options: Any) -> Callable[..., tuple[jax.Array, Metri
   Raises:
     SpecjaxError: unknown loss name, unknown option, or an option value out of range.
   """
-  fn = _lookup(name)
-  valid = loss_options(name)
-  for key, value in options.items():
-    if key not in valid:
-      raise SpecjaxError(f"loss {name!r} has no option {key!r}; its options are {valid or 'none'}")
-    if key in _VALIDATORS:
-      options[key] = _VALIDATORS[key](value)
-  return functools.partial(fn, **options) if options else fn
+  return get_loss(name).bind(**options)

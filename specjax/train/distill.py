@@ -22,6 +22,16 @@ from the current drafter (autoregressive, `on_policy.temperature`) for the batch
 teacher scores them in the step; otherwise the dataset's responses are used. The draw depends only on the
 seed and the step, so a resumed run makes the same choices.
 
+Every setting (the hooks' too) is checked before anything is written to the run folder; speculative
+evaluation needs held-out prompts (`data.eval_examples`), and AdaSPEC's reference must be a `loss=fkl`
+run from the same student against the same target (`specjax.train.reference`).
+
+Layout: this module only assembles a run. What a loss needs (a reference model, an rng) is its `Loss`
+record (`specjax.losses.distill.REGISTRY`); what differs between kinds of draft (checks, objective,
+metric keys, teacher cache, decoding mode) is its `DraftKind` (`specjax.train.draft_kinds`: "decoder",
+"eagle"); the hooks are `specjax.train.hooks`. A new draft kind (say Medusa heads) is one strategy file in
+`specjax/train/draft_kinds/` plus its decoder file in `specjax/decode/`; a new loss is one record.
+
 Output folder: like `specjax pretrain` (run_config.json, checkpoints/, metrics.jsonl, tensorboard/, and
 final/ = the aligned drafter as a specjax checkpoint).
 """
@@ -29,16 +39,18 @@ final/ = the aligned drafter as a specjax checkpoint).
 from __future__ import annotations
 
 import dataclasses
-import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from specjax.errors import SpecjaxError
-from specjax.losses.distill import make_loss
+from specjax.losses.distill import get_loss
+from specjax.train import draft_kinds, reference
+from specjax.train.draft_kinds.eagle import EagleTrainConfig
+from specjax.train.hooks import OnPolicy, OnPolicyConfig, SpecEval, SpecEvalConfig
 from specjax.train.loop import LoopResult
 from specjax.train.trainer import Trainer, TrainerConfig
+
+__all__ = ["DistillConfig", "EagleTrainConfig", "OnPolicyConfig", "SpecEvalConfig", "distill", "make_distill_loss"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,33 +62,6 @@ class DistillDataConfig:
   eval_batches: int = 2
   seed: int = 0
   loss_on: str = "response"  # response: positions predicting a response token; all: the prompt's too
-
-
-@dataclasses.dataclass(frozen=True)
-class SpecEvalConfig:
-  every: int = 0  # measure real speculative decoding every N steps (0: only at the end; -1: never)
-  prompts: int = 16  # held-out prompts decoded
-  gamma: int = 4
-  max_new_tokens: int = 64
-  temperatures: tuple[float, ...] = (0.0, 1.0)
-  batch_size: int = 8
-
-
-@dataclasses.dataclass(frozen=True)
-class OnPolicyConfig:
-  fraction: float = 0.0  # lambda: probability that a step's responses come from the current drafter
-  temperature: float = 1.0
-  max_new_tokens: int = 128
-
-
-@dataclasses.dataclass(frozen=True)
-class EagleTrainConfig:
-  """Only for a student of kind "eagle" (`specjax eagle-init`)."""
-
-  feature_weight: float = 1.0  # weight of the smooth-L1 regression of the predicted next feature
-  feature_noise: float = 0.0  # U(-a, a) noise added to the target features the draft reads (EAGLE: 0.1)
-  steps: int = 1  # draft steps unrolled per position (training-time test): step j reads step j-1's prediction
-  cache: bool = True  # run the teacher once per row read (`specjax.train.teacher_cache`), not in every step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,194 +94,46 @@ def check_vocab(student_cfg, target_cfg, student_path: str, target_path: str) ->
     )
 
 
-def make_distill_loss(student_cfg, target_cfg, loss: str, options: dict, eagle: EagleTrainConfig = EagleTrainConfig()):
-  """`loss_fn(params, batch, rng, frozen)` for `specjax.train.step.make_train_step`.
+def make_distill_loss(student_cfg, target_cfg, loss: str, options: dict, settings: Any = None):
+  """`loss_fn(params, batch, rng, frozen)` for `specjax.train.step.make_train_step`: the objective of the
+  student's draft kind (`specjax.train.draft_kinds`) with loss `loss`; `settings` is the kind's config
+  section (e.g. an `EagleTrainConfig`; None: its defaults).
 
-  `frozen` = {"target": teacher params, "reference": AdaSPEC reference params (adaspec only)}.
-
-  An EAGLE student (kind "eagle") reads the teacher's features: its position t is the pair (f_t,
-  x_{t+1}) and it is scored against the teacher's distribution at t + 1 (the token after x_{t+1}),
-  plus `eagle.feature_weight` times the smooth-L1 distance of its predicted feature to f_{t+1}.
+  `frozen` = {"target": teacher params, "reference": reference params (losses that need one)}.
   """
-  import jax
-  import jax.numpy as jnp
-
-  from specjax.data.vocab_map import restrict_teacher
-  from specjax.models.llama import head_logits
-  from specjax.models.registry import model_for
-
-  fn = make_loss(loss, **options)
-  student, teacher = model_for(student_cfg), model_for(target_cfg)
-  head_ids = student_cfg.head_ids  # reduced draft vocabulary: the teacher restricted to it, renormalised
-  sampled = loss == "tvdpp" and options.get("norm") == "sampled"
-  is_eagle = student_cfg.kind == "eagle"
-
-  def _eagle_unrolled(params, tokens, positions, mask, teacher_arrays, feats, rng):
-    """The draft's J = eagle.steps unrolled steps in one call (`specjax.models.eagle.unrolled_mask`):
-    step j (0-based) at index t reads (step j-1's predicted feature, or f_t for j = 0, x_{t+j+1}) and is
-    scored against the teacher at t+j+1. Returns student logits, predicted features and the matching
-    teacher arrays (a tuple of [B, T, ...] or None), true features and loss mask, steps concatenated
-    along the length axis."""
-    from specjax.models.eagle import unrolled_mask
-
-    J, T = eagle.steps, tokens.shape[1] - eagle.steps
-    feats = jax.lax.stop_gradient(feats)
-    inputs = feats[:, :T]
-    if eagle.feature_noise:
-      noise = jax.random.uniform(
-        jax.random.fold_in(rng, 1), inputs.shape, inputs.dtype, -eagle.feature_noise, eagle.feature_noise
-      )
-      inputs = inputs + noise
-    attn = jnp.asarray(unrolled_mask(T, J))
-    toks = jnp.concatenate([tokens[:, j + 1 : j + 1 + T] for j in range(J)], axis=1)
-    pos = jnp.concatenate([positions[:, j + 1 : j + 1 + T] for j in range(J)], axis=1)
-    ins = inputs
-    for j in range(J):  # call j computes steps 0..j; its last block gives the next step's input features
-      n = (j + 1) * T
-      mask_j = jnp.broadcast_to(attn[:n, :n], (tokens.shape[0], n, n))
-      s_logits, _, g = student.apply(
-        {"params": params}, toks[:, :n], pos[:, :n], attn_mask=mask_j, features=ins, return_features=True
-      )
-      if j + 1 < J:
-        ins = jnp.concatenate([ins, jax.lax.stop_gradient(g[:, j * T :])], axis=1)
-
-    def pick(x):  # each step's positions t+j+1, steps concatenated
-      return None if x is None else jnp.concatenate([x[:, j + 1 : j + 1 + T] for j in range(J)], axis=1)
-
-    return s_logits, g, tuple(pick(x) for x in teacher_arrays), pick(feats), pick(mask)
-
-  def teacher_outputs(batch, frozen):
-    """(logits over the draft's columns, full-vocabulary log-sum-exp or None, features or None); from the
-    teacher cache's features by the target's head alone when the batch carries them."""
-    tokens, positions = batch["tokens"], batch["positions"]
-    if "features" in batch:
-      feats = batch["features"]
-      return head_logits(target_cfg, frozen["target"], feats, head_ids), batch["teacher_lse"], feats
-    if is_eagle:
-      t_logits, _, feats = teacher.apply({"params": frozen["target"]}, tokens, positions, return_features=True)
-    else:
-      (t_logits, _), feats = teacher.apply({"params": frozen["target"]}, tokens, positions), None
-    lse = None if head_ids is None else jax.nn.logsumexp(t_logits.astype(jnp.float32), axis=-1)
-    return restrict_teacher(t_logits, head_ids), lse, feats
-
-  def loss_fn(params, batch, rng, frozen):
-    tokens, positions, mask = batch["tokens"], batch["positions"], batch["loss_mask"]
-    feature_loss = None
-    t_logits, t_lse, feats = teacher_outputs(batch, frozen)
-    if is_eagle:
-      s_logits, g, (t_logits, t_lse), feats, mask = _eagle_unrolled(
-        params, tokens, positions, mask, (t_logits, t_lse), feats, rng
-      )
-      m = mask.astype(jnp.float32)
-      err = jnp.abs(g.astype(jnp.float32) - feats.astype(jnp.float32))
-      smooth = jnp.where(err < 1.0, 0.5 * err * err, err - 0.5).mean(axis=-1)
-      feature_loss = jnp.sum(smooth * m) / jnp.maximum(jnp.sum(m), 1.0)
-    else:
-      s_logits, _ = student.apply({"params": params}, tokens, positions)
-    full = None
-    if head_ids is not None:  # the true acceptance: sum over the K tokens of min(p, q), p over all tokens
-      p_in = jnp.exp(t_logits.astype(jnp.float32) - t_lse[..., None])
-      both = jnp.minimum(jax.lax.stop_gradient(jax.nn.softmax(s_logits.astype(jnp.float32), axis=-1)), p_in)
-      m = mask.astype(jnp.float32)
-      full = jnp.sum(jnp.sum(both, axis=-1) * m) / jnp.maximum(jnp.sum(m), 1.0)
-    extra = {}
-    if loss == "adaspec":
-      extra["reference_logits"], _ = student.apply({"params": frozen["reference"]}, tokens, positions)
-    if sampled:
-      extra["rng"] = rng
-    value, metrics = fn(s_logits, t_logits, mask, **extra)
-    if full is not None:
-      metrics = dict(metrics, expected_acceptance_full=full)
-    if feature_loss is not None:
-      value = value + eagle.feature_weight * feature_loss
-      metrics = dict(metrics, feature_loss=feature_loss)
-      if eagle.steps > 1:  # teacher-forced acceptance of each unrolled step (step 1 reads true features)
-        both = jnp.minimum(jax.nn.softmax(s_logits.astype(jnp.float32), -1), jax.nn.softmax(t_logits, -1)).sum(-1)
-        m = mask.astype(jnp.float32)
-        T = mask.shape[1] // eagle.steps
-        for j in range(eagle.steps):
-          mj = m[:, j * T : (j + 1) * T]
-          metrics[f"expected_acceptance_step{j + 1}"] = jnp.sum(both[:, j * T : (j + 1) * T] * mj) / jnp.maximum(
-            jnp.sum(mj), 1.0
-          )
-    return value, dict(metrics, tokens=metrics["num_tokens"])
-
-  return loss_fn
+  kind = draft_kinds.get(student_cfg.kind)
+  return kind.objective(student_cfg, target_cfg, get_loss(loss), dict(options), settings)
 
 
-class SpecEval:
-  """Real speculative decoding of held-out prompts with the current drafter (compiled once per setting)."""
+def _load_reference(cfg: DistillConfig, loss, s_cfg, shardings, student_path: str, target_fp: str):
+  """The reference params, refused unless they are the student's start distilled with the loss's
+  `reference_loss` against this target (`specjax.train.reference`)."""
+  from specjax.checkpoint.orbax_io import load_checkpoint, read_config
+  from specjax.train.pretrain import SHAPE_FIELDS
 
-  def __init__(self, cfg: SpecEvalConfig, target_cfg, target_params, student_cfg, prompts, eos_ids):
-    from specjax.decode.engine import Engine
-
-    self.cfg, self.prompts = cfg, prompts
-    self.mode = "eagle" if student_cfg.kind == "eagle" else "spec"
-    self.engine = Engine(target_cfg, target_params, student_cfg, None, eos_ids=eos_ids)
-
-  def __call__(self, params, step: int = 0) -> dict[str, float]:
-    """A trainer hook: spec_t{T}_acceptance_rate / _block_efficiency of the current drafter."""
-    from specjax.decode.sampling import SamplingConfig
-
-    del step
-
-    self.engine.set_params(draft=params)
-    out: dict[str, float] = {}
-    for t in self.cfg.temperatures:
-      run = self.engine.run(
-        self.prompts,
-        self.mode,
-        max_new_tokens=self.cfg.max_new_tokens,
-        sampling=SamplingConfig(temperature=float(t)),
-        gamma=self.cfg.gamma,
-        batch_size=self.cfg.batch_size,
-        seed=0,
-      )
-      tag = f"spec_t{t:g}"
-      for k in ("acceptance_rate", "block_efficiency"):
-        if run.metrics.get(k) is not None:
-          out[f"{tag}_{k}"] = float(run.metrics[k])
-    return out
+  r_cfg, r_meta = read_config(cfg.reference)
+  if any(getattr(r_cfg, f) != getattr(s_cfg, f) for f in SHAPE_FIELDS):
+    raise SpecjaxError(f"reference {cfg.reference} is not the student's model size; distil it from the same drafter")
+  reference.check_meta(loss, cfg.reference, r_meta, student_path)
+  params = load_checkpoint(cfg.reference, shardings=shardings, config=s_cfg).params
+  r_fp = reference.fingerprint(cfg.reference, r_cfg, params)
+  reference.check_origin(
+    loss, cfg.reference, r_meta, r_fp, student_path, reference.fingerprint(student_path), target_fp
+  )
+  return params
 
 
-class OnPolicy:
-  """Replaces a batch's responses with the current drafter's samples with probability `fraction`."""
-
-  def __init__(self, cfg: OnPolicyConfig, student_cfg, eos_ids, seed: int, batch_size: int, engine: bool = True):
-    self.cfg, self.seed, self.batch_size = cfg, seed, batch_size
-    if engine:  # engine=False: only the (seeded) draws, e.g. to predict which steps were on-policy
-      from specjax.decode.engine import Engine
-      from specjax.decode.sampling import SamplingConfig
-
-      self.engine = Engine(student_cfg, None, eos_ids=eos_ids)
-      self.sampling = SamplingConfig(temperature=cfg.temperature)
-
-  def draw(self, step: int) -> bool:
-    return self.cfg.fraction > 0 and random.Random(f"on-policy:{self.seed}:{step}").random() < self.cfg.fraction
-
-  def hook(self, params, batch: dict[str, np.ndarray], step: int) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """A trainer batch hook: the batch of step `step` + 1 (drafter samples when drawn) and `on_policy`."""
-    on = self.draw(step)
-    return (self(params, batch, step) if on else batch), {"on_policy": float(on)}
-
-  def __call__(self, params, batch: dict[str, np.ndarray], step: int) -> dict[str, np.ndarray]:
-    from specjax.data.distill_batches import empty_batch, fill_row, prompt_length
-
-    B, T = batch["tokens"].shape
-    prompts = [batch["tokens"][i, : max(prompt_length(batch["response_mask"][i]), 1)].tolist() for i in range(B)]
-    self.engine.set_params(target=params)
-    run = self.engine.run(
-      prompts,
-      "ar",
-      max_new_tokens=self.cfg.max_new_tokens,
-      sampling=self.sampling,
-      batch_size=self.batch_size,
-      seed=step,
-    )
-    out = empty_batch(B, T)
-    for i, (p, row) in enumerate(zip(prompts, run.rows, strict=True)):
-      fill_row(out, i, p + list(row.tokens), [0] * len(p) + [1] * len(row.tokens))
-    return out
+def _hooks(cfg: DistillConfig, kind, data, target, s_cfg, eos_ids) -> tuple[SpecEval | None, OnPolicy]:
+  """The speculative evaluation (None when off) and on-policy hooks, every setting checked now."""
+  spec = None
+  if cfg.spec_eval.enabled:
+    prompts = data.eval_prompts(cfg.spec_eval.prompts)
+    spec = SpecEval(cfg.spec_eval, target.config, target.params, s_cfg, prompts, eos_ids, kind.decode_mode)
+  engine = bool(cfg.on_policy.fraction)  # no sampler to build when no step can be on-policy
+  policy = OnPolicy(cfg.on_policy, s_cfg, eos_ids, cfg.seed, cfg.data.batch_size, engine=engine)
+  if engine:
+    policy.check(data.longest_train_prompt())
+  return spec, policy
 
 
 def distill(cfg: DistillConfig, out: str | Path, stop_at: int | None = None) -> LoopResult:
@@ -309,30 +146,17 @@ def distill(cfg: DistillConfig, out: str | Path, stop_at: int | None = None) -> 
   target_path = _require(cfg.target, "target", "set target=PATH to the target's specjax checkpoint")
   student_path = _require(cfg.student, "student", "set student=PATH to a pretrained drafter checkpoint")
   data_path = _require(cfg.data.path, "data.path", "set data.path=DIR to a `specjax make-data` output")
-  options = dict(cfg.loss_options)
-  make_loss(cfg.loss, **options)  # validates the name, option names and values (e.g. k in (0, 1])
-  if cfg.loss == "adaspec" and not cfg.reference:
-    raise SpecjaxError("loss=adaspec needs reference=PATH: first distil a reference model with loss=fkl")
-  if cfg.loss != "adaspec" and cfg.reference:
-    raise SpecjaxError(f"reference is only used by loss=adaspec, not {cfg.loss}; remove it")
-  if not 0.0 <= cfg.on_policy.fraction <= 1.0:
-    raise SpecjaxError(f"on_policy.fraction must be in [0, 1], got {cfg.on_policy.fraction}")
+  loss, options = get_loss(cfg.loss), dict(cfg.loss_options)
+  loss.bind(**options)  # validates the option names and values (e.g. k in (0, 1])
+  reference.check_setting(loss, cfg.reference)
 
   s_saved, _ = read_config(student_path)
   t_cfg, _ = read_config(target_path)
   check_vocab(s_saved, t_cfg, student_path, target_path)
-  if s_saved.kind == "eagle":
-    if s_saved.hidden_size != t_cfg.hidden_size:
-      raise SpecjaxError(
-        f"the eagle draft {student_path} reads features of width {s_saved.hidden_size} but the target {target_path} "
-        f"has hidden size {t_cfg.hidden_size}; build the draft for this target with `specjax eagle-init`"
-      )
-    if cfg.loss == "adaspec" or cfg.on_policy.fraction:
-      raise SpecjaxError("an eagle draft cannot generate alone: adaspec and on_policy are not available for it")
-    if not 1 <= cfg.eagle.steps < cfg.data.seq_len // 2:
-      raise SpecjaxError(f"eagle.steps must be in 1..{cfg.data.seq_len // 2 - 1}, got {cfg.eagle.steps}")
-  elif cfg.eagle != EagleTrainConfig():
-    raise SpecjaxError(f"the eagle section only applies to an eagle draft; {student_path} is a {s_saved.kind}")
+  kind = draft_kinds.get(s_saved.kind)
+  draft_kinds.check_settings(kind, cfg, loss, student_path)
+  kind.check(cfg, s_saved, t_cfg, student_path, target_path)
+  settings = kind.settings(cfg)
   s_cfg = s_saved.replace(dtype=cfg.dtype, remat=False)
   t_cfg = t_cfg.replace(dtype=cfg.dtype, remat=False)
   ds, meta = load_distill_data(data_path)
@@ -341,19 +165,17 @@ def distill(cfg: DistillConfig, out: str | Path, stop_at: int | None = None) -> 
   t_sh = trainer.param_shardings(t_cfg)
   target = load_checkpoint(target_path, shardings=t_sh, config=t_cfg)
   check_same_target(meta, target.config, target.params, data_path)
-  frozen = {"target": target.params}
-  frozen_sh = {"target": t_sh}
-  if cfg.reference:
-    from specjax.train.pretrain import SHAPE_FIELDS
-
-    r_cfg, _ = read_config(cfg.reference)
-    if any(getattr(r_cfg, f) != getattr(s_cfg, f) for f in SHAPE_FIELDS):
-      raise SpecjaxError(f"reference {cfg.reference} is not the student's model size; distil it from the same drafter")
+  target_fp = meta["target"]["fingerprint"]
+  frozen, frozen_sh = {"target": target.params}, {"target": t_sh}
+  if loss.needs_reference:
     frozen_sh["reference"] = trainer.param_shardings(s_cfg)
-    frozen["reference"] = load_checkpoint(cfg.reference, shardings=frozen_sh["reference"], config=s_cfg).params
+    frozen["reference"] = _load_reference(cfg, loss, s_cfg, frozen_sh["reference"], student_path, target_fp)
+  tokenizer = load_tokenizer(target_path)
+  eos_ids = tuple({int(e) for e in (tokenizer.eos_token_id, t_cfg.eos_token_id) if e is not None})
+  spec_eval, policy = _hooks(cfg, kind, data, target, s_cfg, eos_ids)
 
-  trainer.check_run_config(cfg, s_cfg)
-  if s_cfg.kind == "eagle" and cfg.eagle.cache:
+  trainer.check_run_config(cfg, s_cfg)  # the first write to `out`
+  if kind.uses_teacher_cache(settings):
     from specjax.data.distill_data import stored_features
     from specjax.train.teacher_cache import TeacherCache
 
@@ -364,36 +186,27 @@ def distill(cfg: DistillConfig, out: str | Path, stop_at: int | None = None) -> 
       data.tokens,
       data.rows_read(cfg.steps),
       cfg.data.seq_len,
-      meta["target"]["fingerprint"],
+      target_fp,
       stored=stored_features(data_path, meta),
     )
-  tokenizer = load_tokenizer(target_path)
-  eos_ids = tuple({int(e) for e in (tokenizer.eos_token_id, t_cfg.eos_token_id) if e is not None})
-
-  loss_fn = make_distill_loss(s_cfg, t_cfg, cfg.loss, options, cfg.eagle)
+  loss_fn = kind.objective(s_cfg, t_cfg, loss, options, settings)
   trainer.set_objective(s_cfg, loss_fn, frozen=frozen, frozen_shardings=frozen_sh)
-  keys = ("loss", "expected_acceptance") + (("expected_acceptance_full",) if s_cfg.head_ids else ())
-  if s_cfg.kind == "eagle":
-    keys += ("feature_loss",) + tuple(
-      f"expected_acceptance_step{j + 1}" for j in range(cfg.eagle.steps if cfg.eagle.steps > 1 else 0)
-    )
-  trainer.add_eval(data.eval_batches(), keys=keys)
-  if cfg.spec_eval.every >= 0 and cfg.spec_eval.prompts > 0:
-    prompts = data.eval_prompts(cfg.spec_eval.prompts)
-    trainer.add_hook(SpecEval(cfg.spec_eval, t_cfg, target.params, s_cfg, prompts, eos_ids), cfg.spec_eval.every)
-  engine = bool(cfg.on_policy.fraction)  # no sampler to build when no step can be on-policy
-  policy = OnPolicy(cfg.on_policy, s_cfg, eos_ids, cfg.seed, cfg.data.batch_size, engine=engine)
+  trainer.add_eval(data.eval_batches(), keys=kind.metric_keys(s_cfg, settings))
+  if spec_eval is not None:
+    trainer.add_hook(spec_eval, cfg.spec_eval.every)
   trainer.add_batch_hook(policy.hook)
 
   def export(final, params, steps):
     meta_out = {
-      "source": "specjax distill",
+      "source": reference.SOURCE,
       "loss": cfg.loss,
       "loss_options": options,
       "steps": steps,
       "student": student_path,
       "target": target_path,
       "data": data_path,
+      "student_fingerprint": reference.fingerprint(student_path),  # what a later AdaSPEC run checks
+      "target_fingerprint": target_fp,
     }
     save_checkpoint(final, s_saved, params, tokenizer=tokenizer, meta=meta_out)
 

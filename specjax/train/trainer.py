@@ -11,7 +11,7 @@
 `TrainerConfig` is the config section every run shares (steps, seed, optim, mesh, checkpoint, logging);
 `PretrainConfig`, `DistillConfig` and `MsnConfig` extend it, so their YAML keeps these keys at the top
 level. The entry points construct their models where their losses are made (`specjax.train.step.
-make_lm_loss`, `specjax.train.distill.make_distill_loss`, `specjax.train.msn.make_msn_loss`); the runner
+make_lm_loss`, the draft kinds of `specjax.train.draft_kinds`, `specjax.train.msn.make_msn_loss`); the runner
 only asks `specjax.train.step` for the shardings of a model config.
 """
 
