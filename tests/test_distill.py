@@ -320,7 +320,7 @@ def test_spec_eval_measures_the_drafter_it_is_given():
   _, target = model(target_cfg, 0)
   _, unrelated = model(target_cfg, 1)
   cfg = SpecEvalConfig(gamma=gamma, max_new_tokens=1 + 4 * (gamma + 1), temperatures=(0.0, 1.0), batch_size=2)
-  spec = SpecEval(cfg, target_cfg, target, target_cfg, [[5, 9, 3], [11, 2, 8, 4]], eos_ids=())
+  spec = SpecEval(cfg, target_cfg, target, target_cfg, [[5, 9, 3], [11, 2, 8, 4]], eos_ids=(), mode="spec")
   other = spec(unrelated)
   assert other["spec_t0_acceptance_rate"] < 1.0 and other["spec_t0_block_efficiency"] < gamma + 1, other
   same = {f"spec_t{t}_{k}": v for t in "01" for k, v in (("acceptance_rate", 1.0), ("block_efficiency", gamma + 1.0))}

@@ -172,7 +172,7 @@ def decode(
   del draft_params
 
   def propose(seq, length):
-    tokens, match = lookup(seq, length, s.knobs.gamma, s.ngram)
+    tokens, match = lookup(seq, length, s.knobs.gamma, s.knobs.ngram)
     return tokens, jnp.where(match >= s.knobs.ngram_min, s.knobs.gamma, 0), match
 
   return point_decode(s, params, prompt, prompt_lens, max_new, key, propose)
