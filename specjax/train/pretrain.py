@@ -82,7 +82,8 @@ def load_target_tokenizer(name: str):
   if _builtin(name):
     from specjax.checkpoint.convert import open_source
 
-    return open_source(name).tokenizer()
+    with open_source(name) as source:
+      return source.tokenizer()
   from specjax.checkpoint.orbax_io import load_tokenizer
 
   return load_tokenizer(name)
@@ -93,7 +94,8 @@ def target_embedding(name: str) -> np.ndarray:
   if _builtin(name):
     from specjax.checkpoint.convert import open_source
 
-    return open_source(name).tensor("model.embed_tokens.weight")
+    with open_source(name) as source:
+      return source.tensor("model.embed_tokens.weight")
   from specjax.checkpoint.orbax_io import load_checkpoint
 
   return np.asarray(load_checkpoint(name).params["embed_tokens"]["embedding"], np.float32)
