@@ -1,4 +1,4 @@
-"""`specjax import`, `export-hf`, `eagle-init`, `reduce-vocab`: checkpoints in, out and derived."""
+"""`specjax import`, `export-hf`, `eagle-init`, `reduce-vocab`, `pack-draft`, `unpack-draft`: checkpoints in, out and derived."""
 
 from __future__ import annotations
 
@@ -87,4 +87,59 @@ def _cmd_reduce_vocab(args: argparse.Namespace) -> int:
   meta = {k: v for k, v in ckpt.meta.items() if k not in ("format", "model")}
   save_checkpoint(args.out, cfg, params, tokenizer=load_tokenizer(args.ckpt), meta=dict(meta, reduced_from=args.ckpt))
   print(f"wrote {args.out} ({cfg.head_size} of {cfg.vocab_size} tokens in the head)")
+  return 0
+
+
+def _pack_args(p: argparse.ArgumentParser) -> None:
+  p.add_argument("draft", help="a trained draft checkpoint")
+  p.add_argument("--target", required=True, help="the target it was trained for (its copied tensors are left out)")
+  p.add_argument("--out", required=True, help="new folder (must not exist)")
+  p.add_argument("--dtype", default="float16", help="storage dtype of the kept tensors: float16 (default) or float32")
+  p.add_argument("--card", default=None, help="a markdown file copied in as the folder's README.md")
+
+
+@command(
+  "pack-draft",
+  "store a draft as only the tensors it trained (what it copied from its target is rebuilt when loaded)",
+  _pack_args,
+)
+def _cmd_pack_draft(args: argparse.Namespace) -> int:
+  from pathlib import Path
+
+  from specjax.checkpoint.orbax_io import load_tokenizer
+  from specjax.checkpoint.packed import pack_draft
+  from specjax.decode.text import check_same_tokenizer
+  from specjax.errors import SpecjaxError
+
+  card = None
+  if args.card is not None:
+    if not Path(args.card).is_file():
+      raise SpecjaxError(f"--card {args.card} is not a file")
+    card = Path(args.card).read_text()
+  check_same_tokenizer(load_tokenizer(args.target), load_tokenizer(args.draft), args.draft)
+  record = pack_draft(args.draft, args.target, args.out, dtype=args.dtype, card=card)
+  size = sum(f.stat().st_size for f in Path(args.out).iterdir()) / 1e6
+  derived = ", ".join(f"{n} ({r})" for n, r in record["from_target"].items()) or "nothing"
+  print(
+    f"wrote {args.out}: {record['stored_params'] / 1e6:.1f}M stored params, {size:.1f} MB; from the target: {derived}"
+  )
+  return 0
+
+
+def _unpack_args(p: argparse.ArgumentParser) -> None:
+  p.add_argument("draft", help="a packed draft folder (`specjax pack-draft`)")
+  p.add_argument("--target", required=True, help="the target it was packed for")
+  p.add_argument("--out", required=True, help="new checkpoint folder (must not exist)")
+
+
+@command("unpack-draft", "rebuild a packed draft as an ordinary specjax checkpoint (to train it further)", _unpack_args)
+def _cmd_unpack_draft(args: argparse.Namespace) -> int:
+  from specjax.checkpoint.orbax_io import load_checkpoint, load_tokenizer, save_checkpoint
+  from specjax.checkpoint.packed import load_packed
+
+  target = load_checkpoint(args.target)
+  draft = load_packed(args.draft, target)
+  meta = dict(draft.meta.get("draft_meta") or {}, unpacked_from=args.draft)
+  save_checkpoint(args.out, draft.config, draft.params, tokenizer=load_tokenizer(args.target), meta=meta)
+  print(f"wrote {args.out}")
   return 0

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from specjax.checkpoint.orbax_io import load_checkpoint, load_tokenizer
+from specjax.checkpoint.packed import load_draft
 from specjax.decode.engine import Engine
 from specjax.errors import SpecjaxError
 
@@ -44,7 +45,7 @@ def load_engine(
   tok = load_tokenizer(target)
   d_cfg = d_params = None
   if draft is not None:
-    d = load_checkpoint(draft)
+    d = load_draft(draft, tgt)  # a packed draft (only its trained tensors) is rebuilt from the target
     if any((Path(draft) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
       check_same_tokenizer(tok, load_tokenizer(draft), draft)
     d_cfg, d_params = d.config, d.params

@@ -1,0 +1,227 @@
+"""Packed drafts: a draft stored as only the tensors it trained, the rest rebuilt from its target.
+
+An EAGLE-style draft copies its token embedding (and, when frozen, its head rows) from the target; a
+draft shipped in a repository should not carry 28M copied parameters. `pack_draft` stores the tensors
+that differ from the target's in one safetensors file and records, for each tensor it leaves out, where
+in the target it comes from, plus a hash of those target tensors:
+
+    DRAFT/
+      packed_draft.json   {"format": "specjax-packed-draft", "model": config, "from_target": {path: rule},
+                           "target": {"sha256": ..., "source": ...}, "stored": {path: dtype}, ...}
+      draft.safetensors   the stored tensors, keyed by their '/'-joined parameter path
+
+`load_draft(path, target)` loads either kind of draft folder (an ordinary specjax checkpoint or a packed
+one): a packed draft is rebuilt from `target` (a loaded `Checkpoint`) and refused, with the reason, when
+that target's tensors do not hash to the recorded value. The two rules:
+
+    "copy"   the tensor at the same path in the target   (embed_tokens/embedding)
+    "head"   the target's output head, cut to the draft's head_ids   (lm_head/kernel)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from specjax.errors import SpecjaxError
+from specjax.fileio import atomic_dir
+from specjax.models.config import ModelConfig
+
+PACKED_FILE = "packed_draft.json"
+TENSORS_FILE = "draft.safetensors"
+FORMAT = "specjax-packed-draft"
+STORE_DTYPES = ("float16", "float32")
+
+
+def is_packed(path: str | os.PathLike) -> bool:
+  return (Path(path) / PACKED_FILE).is_file()
+
+
+def _flat(params: Any, arrays: bool = True) -> dict[str, Any]:
+  """{'/'-joined path: leaf} of a nested dict of parameters (leaves as numpy arrays unless `arrays` is off)."""
+  out = {}
+  for keys, leaf in jax.tree_util.tree_leaves_with_path(params):
+    out["/".join(k.key for k in keys)] = np.asarray(leaf) if arrays else leaf
+  return out
+
+
+def _unflat(flat: dict[str, np.ndarray]) -> dict:
+  tree: dict = {}
+  for name, value in flat.items():
+    *parents, leaf = name.split("/")
+    node = tree
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = value
+  return tree
+
+
+def _target_head(target_cfg: ModelConfig, target: dict[str, np.ndarray]) -> np.ndarray:
+  """The target's output head as [D, V]."""
+  if target_cfg.head_ids is not None:
+    raise SpecjaxError("the target has a reduced head; a draft is packed against the full target")
+  if target_cfg.tie_embeddings:
+    return target["embed_tokens/embedding"].T
+  return target["lm_head/kernel"]
+
+
+def _derive(
+  rule: str, name: str, cfg: ModelConfig, target_cfg: ModelConfig, target: dict[str, np.ndarray]
+) -> np.ndarray:
+  if rule == "copy":
+    if name not in target:
+      raise SpecjaxError(f"the target has no tensor {name} to rebuild the draft's from")
+    return target[name]
+  if rule == "head":
+    head = _target_head(target_cfg, target)
+    return head if cfg.head_ids is None else head[:, np.asarray(cfg.head_ids)]
+  raise SpecjaxError(f"unknown rule {rule!r} for {name}; this packed draft is from a newer specjax or corrupt")
+
+
+def _candidate_rules(name: str) -> tuple[str, ...]:
+  return ("head",) if name == "lm_head/kernel" else ("copy",)
+
+
+def _target_hash(rules: dict[str, str], target_cfg: ModelConfig, target: dict[str, np.ndarray]) -> str:
+  """A hash of the target tensors the rules read (as float32), with their shapes."""
+  h = hashlib.sha256()
+  sources = sorted({"head" if r == "head" else n for n, r in rules.items()})
+  for src in sources:
+    value = _target_head(target_cfg, target) if src == "head" else target[src]
+    value = np.ascontiguousarray(value, np.float32)
+    h.update(f"{src}:{value.shape};".encode())
+    h.update(value.tobytes())
+  return h.hexdigest()
+
+
+def pack_draft(
+  draft_path: str | os.PathLike,
+  target_path: str | os.PathLike,
+  out: str | os.PathLike,
+  dtype: str = "float16",
+  card: str | None = None,
+) -> dict:
+  """Write the packed form of the draft checkpoint at `draft_path` at `out` (which must not exist); the
+  tensors equal to what a rule derives from the target are left out. Returns the packed record. (The
+  caller checks that the two share a tokenizer: a packed draft has none of its own.)"""
+  from safetensors.numpy import save_file
+
+  from specjax.checkpoint.orbax_io import load_checkpoint
+
+  if dtype not in STORE_DTYPES:
+    raise SpecjaxError(f"--dtype must be one of {', '.join(STORE_DTYPES)}, got {dtype!r}")
+  if is_packed(draft_path):
+    raise SpecjaxError(f"{draft_path} is already packed")
+  draft = load_checkpoint(draft_path)
+  target = load_checkpoint(target_path)
+  d_flat, t_flat = _flat(draft.params), _flat(target.params)
+  rules: dict[str, str] = {}
+  stored: dict[str, np.ndarray] = {}
+  for name, value in d_flat.items():
+    for rule in _candidate_rules(name):
+      try:
+        derived = _derive(rule, name, draft.config, target.config, t_flat)
+      except SpecjaxError:
+        continue
+      if derived.shape == value.shape and np.array_equal(derived, value):
+        rules[name] = rule
+        break
+    else:
+      stored[name] = np.ascontiguousarray(value.astype(dtype))
+  if not stored:
+    raise SpecjaxError(f"{draft_path} holds nothing but tensors of the target; it is untrained")
+  meta = {k: v for k, v in draft.meta.items() if k not in ("format", "model")}
+  record = {
+    "format": FORMAT,
+    "model": draft.config.to_dict(),
+    "from_target": rules,
+    "target": {"sha256": _target_hash(rules, target.config, t_flat), "source": target.meta.get("source")},
+    "stored": {n: dtype for n in sorted(stored)},
+    "stored_params": int(sum(v.size for v in stored.values())),
+    "draft_meta": meta,
+  }
+  with atomic_dir(out) as tmp:
+    save_file(stored, str(tmp / TENSORS_FILE))
+    (tmp / PACKED_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    if card is not None:
+      (tmp / "README.md").write_text(card)
+  return record
+
+
+def read_packed(path: str | os.PathLike) -> dict:
+  file = Path(path) / PACKED_FILE
+  try:
+    record = json.loads(file.read_text())
+  except (OSError, json.JSONDecodeError) as e:
+    raise SpecjaxError(f"{file} is unreadable ({e.__class__.__name__}: {e}); the packed draft is corrupt") from None
+  if not isinstance(record, dict) or record.get("format") != FORMAT:
+    raise SpecjaxError(f"{file} is not a packed specjax draft (format {record.get('format')!r})")
+  return record
+
+
+def load_packed(path: str | os.PathLike, target):
+  """Rebuild the packed draft at `path` for `target` (a loaded `Checkpoint`): a `Checkpoint`."""
+  from safetensors import SafetensorError
+  from safetensors.numpy import load_file
+
+  from specjax.checkpoint.orbax_io import Checkpoint
+  from specjax.models.registry import param_shapes
+
+  path = Path(path)
+  record = read_packed(path)
+  try:
+    cfg = ModelConfig.from_dict(record["model"])
+    rules = dict(record["from_target"])
+    want_hash = record["target"]["sha256"]
+  except (KeyError, TypeError, ValueError) as e:
+    raise SpecjaxError(f"{path / PACKED_FILE} is corrupt ({e.__class__.__name__}: {e})") from None
+  t_flat = _flat(target.params)
+  for name in rules:
+    if rules[name] == "copy" and name not in t_flat:
+      raise SpecjaxError(f"{path} was packed for another kind of target: the target {target.path} has no {name}")
+  try:
+    got_hash = _target_hash(rules, target.config, t_flat)
+  except (SpecjaxError, ValueError) as e:
+    raise SpecjaxError(f"{path} cannot be rebuilt from the target {target.path}: {e}") from None
+  if got_hash != want_hash:
+    source = record["target"].get("source")
+    raise SpecjaxError(
+      f"{path} was trained for another target ({source or 'unnamed'}; hash {want_hash[:12]}): the tensors it "
+      f"copies from {target.path} hash to {got_hash[:12]}. Use the target it was packed with, imported "
+      "unchanged (same source, float32)"
+    )
+  try:
+    stored = load_file(str(path / TENSORS_FILE))
+  except (SafetensorError, OSError) as e:
+    raise SpecjaxError(f"{path / TENSORS_FILE} is unreadable ({e}); the packed draft is corrupt") from None
+  shapes = _flat(param_shapes(cfg), arrays=False)
+  flat = {}
+  for name, want in shapes.items():
+    if name in rules:
+      value = _derive(rules[name], name, cfg, target.config, t_flat)
+    elif name in stored:
+      value = stored[name]
+    else:
+      raise SpecjaxError(f"{path} lacks the tensor {name}; the packed draft is corrupt")
+    if tuple(value.shape) != tuple(want.shape):
+      raise SpecjaxError(f"{path}: {name} has shape {tuple(value.shape)}, its config needs {tuple(want.shape)}")
+    flat[name] = jax.numpy.asarray(value, cfg.weight_dtype)
+  extra = set(stored) - set(shapes)
+  if extra:
+    raise SpecjaxError(f"{path} holds tensors its config has no place for ({', '.join(sorted(extra))}); corrupt")
+  return Checkpoint(path=path, config=cfg, params=_unflat(flat), meta=record)
+
+
+def load_draft(path: str | os.PathLike, target):
+  """A draft folder of either kind, as a `Checkpoint`; `target` is the loaded target it serves."""
+  from specjax.checkpoint.orbax_io import load_checkpoint
+
+  if is_packed(path):
+    return load_packed(path, target)
+  return load_checkpoint(path)
