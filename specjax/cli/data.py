@@ -97,6 +97,18 @@ def _make_data_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--max-prompt-tokens", type=int, default=512, help="skip longer prompts (after the chat template)")
   p.add_argument("--system", default=None, help="optional system message")
   p.add_argument("--no-eval-check", action="store_true", help="skip the check that no prompt is in an evaluation suite")
+  p.add_argument(
+    "--shuffle",
+    action="store_true",
+    help="answer the prompts in a seeded random order (every prefix mixes the sources)",
+  )
+  p.add_argument(
+    "--snapshot",
+    default=None,
+    metavar="DIR",
+    help="write the shards this unfinished run (same settings) has done to DIR as a dataset, and exit; the run "
+    "stays resumable",
+  )
 
 
 @command("make-data", "generate a distillation dataset: the target's answers to instruction prompts", _make_data_args)
@@ -118,8 +130,10 @@ def _cmd_make_data(args: argparse.Namespace) -> int:
     system=args.system,
     check_eval=not args.no_eval_check,
     features=args.features,
+    shuffle=args.shuffle,
+    snapshot=args.snapshot,
   )
-  print(f"wrote distillation dataset {args.out}")
+  print(f"wrote distillation dataset {args.snapshot or args.out}")
   return 0
 
 

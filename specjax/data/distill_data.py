@@ -101,22 +101,23 @@ def write_shard(
   os.replace(tmp, dest)
 
 
-def join_shards(work: Path, n_shards: int, out: Path, meta: dict[str, Any]) -> int:
-  """The shards joined in order into the dataset `out` with its metadata; the work folder is removed.
-  Returns the number of rows."""
+def join_shards(work: Path, n_shards: int, out: Path, meta: dict[str, Any], keep_work: bool = False) -> int:
+  """The first `n_shards` shards joined in order into the dataset `out` with its metadata; the work folder
+  is removed unless `keep_work` (a snapshot of a run that goes on). Returns the number of rows."""
   import datasets
 
   parts = [shard_path(work, s) for s in range(n_shards)]
   full = datasets.concatenate_datasets([datasets.load_from_disk(str(p)) for p in parts])
   full.info.description = json.dumps(meta)
-  final_tmp = work / ".final"
+  final_tmp = work / (f".snapshot-{os.getpid()}" if keep_work else ".final")
   shutil.rmtree(final_tmp, ignore_errors=True)
   full.save_to_disk(str(final_tmp))
   if "features" in meta:
     _join_arrays(parts, final_tmp)
   atomic_write_text(final_tmp / META_FILE, json.dumps(meta, indent=2) + "\n")
   os.replace(final_tmp, out)
-  shutil.rmtree(work, ignore_errors=True)
+  if not keep_work:
+    shutil.rmtree(work, ignore_errors=True)
   return len(full)
 
 

@@ -16,7 +16,10 @@ removed. A rerun with different settings refuses to mix them; every setting is c
 is written, so a corrected rerun is not refused.
 
 Sample i uses prompt i mod P (P prompts after filtering), so `num_samples` > P draws several answers per
-prompt. Prompts whose templated length exceeds `max_prompt_tokens` are skipped (and counted).
+prompt; with `shuffle` it uses prompt order[i mod P] for a seeded permutation `order`, so that every
+prefix of a long run (what a snapshot or an interrupted campaign holds) mixes the spec's sources alike.
+`snapshot` writes the shards done so far as a dataset of its own and leaves the run resumable: train on
+what a long campaign has made while it goes on. Prompts whose templated length exceeds `max_prompt_tokens` are skipped (and counted).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -149,6 +153,8 @@ def make_data(
   check_eval: bool = True,
   generate: Generate | None = None,
   features: bool = False,
+  shuffle: bool = False,
+  snapshot: str | os.PathLike | None = None,
 ) -> Path:
   """Build (or resume building) a distillation dataset; see the module docstring.
 
@@ -167,6 +173,9 @@ def make_data(
     generate: replaces the compiled sampler (`fn(prompt_ids, seed) -> generated ids per prompt`).
     features: also store the target's features and log-normalisers at every position, kept as it samples
       (`FEATURES_FILE`, `LSE_FILE`; read by the teacher cache, which then runs no teacher pass).
+    shuffle: answer the prompts in a seeded random order instead of the spec's.
+    snapshot: instead of generating, write the complete shards of this unfinished run (same settings)
+      to this new folder as a dataset, and return it; the run itself stays resumable.
 
   Returns:
     `out`.
@@ -179,7 +188,10 @@ def make_data(
   from specjax.prompts.suites import check_disjoint, eval_prompts
 
   datasets.disable_progress_bars()
-  out = refuse_existing(out)
+  if snapshot is None:
+    out = refuse_existing(out)
+  else:
+    out, snapshot = Path(out), refuse_existing(snapshot)
   for name, v in (("max_new_tokens", max_new_tokens), ("batch_size", batch_size), ("shard_size", shard_size)):
     if v < 1:
       raise SpecjaxError(f"{name} must be >= 1, got {v}")
@@ -222,6 +234,7 @@ def make_data(
       "skipped_too_long": skipped,
       "hash": hashlib.sha256("\n\0".join(kept).encode()).hexdigest(),
       "system": system,
+      **({"order": "shuffled"} if shuffle else {}),
     },
     "generation": {
       "temperature": temperature,
@@ -237,8 +250,10 @@ def make_data(
   if features:
     meta["features"] = {"dtype": "float16", "dim": ckpt.config.hidden_size, "lse_dtype": "float32"}
   work = out.parent / f".{out.name}.partial"
-  work.mkdir(parents=True, exist_ok=True)
   meta_path = work / META_FILE
+  if snapshot is not None:
+    return _snapshot(work, meta, total, shard_size, snapshot)
+  work.mkdir(parents=True, exist_ok=True)
   if meta_path.exists():
     saved = json.loads(meta_path.read_text())
     if saved != json.loads(json.dumps(meta)):
@@ -261,12 +276,15 @@ def make_data(
       features=features,
     )
   n_shards = -(-total // shard_size)
+  order = list(range(len(kept)))
+  if shuffle:
+    random.Random(f"make-data-order:{seed}").shuffle(order)
   t0, new_tokens = time.perf_counter(), 0
   for shard in range(n_shards):
     if shard_path(work, shard).exists():
       continue
     lo, hi = shard * shard_size, min(total, (shard + 1) * shard_size)
-    rows_prompt = [i % len(kept) for i in range(lo, hi)]
+    rows_prompt = [order[i % len(kept)] for i in range(lo, hi)]
     gen = generate([ids[j] for j in rows_prompt], _shard_seed(seed, shard))
     if len(gen) != hi - lo:
       raise SpecjaxError(f"the generator returned {len(gen)} responses for {hi - lo} prompts")
@@ -297,3 +315,23 @@ def make_data(
   rows = join_shards(work, n_shards, out, meta)
   print(f"make-data: wrote {rows} samples to {out}", file=sys.stderr)
   return out
+
+
+def _snapshot(work: Path, meta: dict, total: int, shard_size: int, dest: Path) -> Path:
+  """The leading complete shards of the run in `work` (whose settings must be `meta`) joined into `dest`."""
+  from specjax.data.distill_data import shard_path
+
+  if not (work / META_FILE).is_file():
+    raise SpecjaxError(f"no unfinished make-data run at {work} to snapshot (it is done, or never started)")
+  if json.loads((work / META_FILE).read_text()) != json.loads(json.dumps(meta)):
+    raise SpecjaxError(f"{work} holds a make-data run with other settings; give the same settings to snapshot it")
+  done = 0
+  while done * shard_size < total and shard_path(work, done).exists():
+    done += 1
+  if done == 0:
+    raise SpecjaxError(f"the run at {work} has no complete shard yet; nothing to snapshot")
+  rows = min(total, done * shard_size)
+  snap_meta = dict(meta, num_samples=rows, snapshot={"of_samples": total, "shards": done})
+  join_shards(work, done, dest, snap_meta, keep_work=True)
+  print(f"make-data: snapshot of {rows}/{total} samples written to {dest}", file=sys.stderr)
+  return dest
