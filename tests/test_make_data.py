@@ -348,3 +348,29 @@ def test_make_prompts_bad_settings_write_nothing(target, tmp_path, bad, message)
     make_prompts(target, tmp_path / "p.jsonl", **kw, **bad)
   assert not (tmp_path / ".p.jsonl.partial").exists() and not (tmp_path / "p.jsonl").exists()
   make_prompts(target, tmp_path / "p.jsonl", generate=_request_generator(load_tokenizer(target), []), **kw)
+
+
+def test_shuffled_order_and_snapshot_of_a_running_campaign(target, tmp_path):
+  src = str(prompts_file(tmp_path))
+  kw = dict(num_samples=2 * len(PROMPTS), shard_size=3, batch_size=3, check_eval=False, shuffle=True)
+  full = make_data(target, src, tmp_path / "ref", generate=word_generator(), **kw)
+  rows = _rows(full)
+  order = [r["prompt"] for r in rows]
+  assert order != [PROMPTS[i % len(PROMPTS)] for i in range(len(rows))]  # not the spec's order
+  assert sorted(order[: len(PROMPTS)]) == sorted(PROMPTS)  # each prompt once per pass over the spec
+  assert order[len(PROMPTS) :] == order[: len(PROMPTS)]
+  assert load_distill_data(full)[1]["prompts"]["order"] == "shuffled"
+
+  with pytest.raises(SpecjaxError, match="no unfinished make-data run"):
+    make_data(target, src, tmp_path / "d", generate=word_generator(), snapshot=tmp_path / "s0", **kw)
+  gen = word_generator()
+  with pytest.raises(KeyboardInterrupt):  # the campaign, stopped during its third shard
+    make_data(target, src, tmp_path / "d", generate=_killed_on_call(gen, 3), **kw)
+  with pytest.raises(SpecjaxError, match="other settings"):
+    make_data(target, src, tmp_path / "d", generate=gen, snapshot=tmp_path / "s1", **{**kw, "shuffle": False})
+  snap = make_data(target, src, tmp_path / "d", generate=gen, snapshot=tmp_path / "s2", **kw)
+  ds, meta = load_distill_data(snap)
+  assert [dict(r) for r in ds] == rows[:6] and meta["num_samples"] == 6
+  assert meta["snapshot"] == {"of_samples": len(rows), "shards": 2}
+  assert (tmp_path / ".d.partial" / "shard-00001").exists()  # the run goes on from where it was
+  assert _rows(make_data(target, src, tmp_path / "d", generate=gen, **kw)) == rows
