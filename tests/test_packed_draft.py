@@ -36,6 +36,8 @@ def ckpts(tmp_path_factory):
   cfg, params = from_target(*target, num_layers=1, head_ids=tuple(range(0, 128, 2)), seed=1)
   save_model(root / "target", *target, tok)
   save_model(root / "other", *model(tiny(), 3), tok)
+  # the same embedding, other layers: the draft would read other features, so it is refused too
+  save_model(root / "tuned", target[0], _trained(target[1], keep=("embed_tokens",)), tok)
   save_model(root / "eagle", cfg, _trained(params), tok)
   save_model(root / "frozen_head", cfg, _trained(params, keep=("embed_tokens", "lm_head")), tok)
   prompts = root / "prompts.jsonl"
@@ -67,6 +69,8 @@ def test_another_target_and_corruption_are_refused(ckpts):
   pack_draft(ckpts / "eagle", ckpts / "target", ckpts / "p_ref")
   with pytest.raises(SpecjaxError, match="trained for another target"):
     load_packed(ckpts / "p_ref", load_checkpoint(ckpts / "other"))
+  with pytest.raises(SpecjaxError, match="trained for another target"):
+    load_packed(ckpts / "p_ref", load_checkpoint(ckpts / "tuned"))
   with pytest.raises(SpecjaxError, match="is a packed draft"):
     load_checkpoint(ckpts / "p_ref")
   with pytest.raises(SpecjaxError, match="already exists"):

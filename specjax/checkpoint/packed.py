@@ -3,16 +3,17 @@
 An EAGLE-style draft copies its token embedding (and, when frozen, its head rows) from the target; a
 draft shipped in a repository should not carry 28M copied parameters. `pack_draft` stores the tensors
 that differ from the target's in one safetensors file and records, for each tensor it leaves out, where
-in the target it comes from, plus a hash of those target tensors:
+in the target it comes from, plus the target's fingerprint (its architecture and every parameter, as
+`make-data` records it: the draft reads the target's features, so any other target is refused):
 
     DRAFT/
       packed_draft.json   {"format": "specjax-packed-draft", "model": config, "from_target": {path: rule},
-                           "target": {"sha256": ..., "source": ...}, "stored": {path: dtype}, ...}
+                           "target": {"fingerprint": ..., "source": ...}, "stored": {path: dtype}, ...}
       draft.safetensors   the stored tensors, keyed by their '/'-joined parameter path
 
 `load_draft(path, target)` loads either kind of draft folder (an ordinary specjax checkpoint or a packed
 one): a packed draft is rebuilt from `target` (a loaded `Checkpoint`) and refused, with the reason, when
-that target's tensors do not hash to the recorded value. The two rules:
+that target's fingerprint is not the recorded one. The two rules:
 
     "copy"   the tensor at the same path in the target   (embed_tokens/embedding)
     "head"   the target's output head, cut to the draft's head_ids   (lm_head/kernel)
@@ -20,7 +21,6 @@ that target's tensors do not hash to the recorded value. The two rules:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -29,6 +29,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from specjax.data.distill_data import target_fingerprint
 from specjax.errors import SpecjaxError
 from specjax.fileio import atomic_dir
 from specjax.models.config import ModelConfig
@@ -88,18 +89,6 @@ def _candidate_rules(name: str) -> tuple[str, ...]:
   return ("head",) if name == "lm_head/kernel" else ("copy",)
 
 
-def _target_hash(rules: dict[str, str], target_cfg: ModelConfig, target: dict[str, np.ndarray]) -> str:
-  """A hash of the target tensors the rules read (as float32), with their shapes."""
-  h = hashlib.sha256()
-  sources = sorted({"head" if r == "head" else n for n, r in rules.items()})
-  for src in sources:
-    value = _target_head(target_cfg, target) if src == "head" else target[src]
-    value = np.ascontiguousarray(value, np.float32)
-    h.update(f"{src}:{value.shape};".encode())
-    h.update(value.tobytes())
-  return h.hexdigest()
-
-
 def pack_draft(
   draft_path: str | os.PathLike,
   target_path: str | os.PathLike,
@@ -141,7 +130,7 @@ def pack_draft(
     "format": FORMAT,
     "model": draft.config.to_dict(),
     "from_target": rules,
-    "target": {"sha256": _target_hash(rules, target.config, t_flat), "source": target.meta.get("source")},
+    "target": {"fingerprint": target_fingerprint(target.config, target.params), "source": target.meta.get("source")},
     "stored": {n: dtype for n in sorted(stored)},
     "stored_params": int(sum(v.size for v in stored.values())),
     "draft_meta": meta,
@@ -178,39 +167,33 @@ def load_packed(path: str | os.PathLike, target):
   try:
     cfg = ModelConfig.from_dict(record["model"])
     rules = dict(record["from_target"])
-    want_hash = record["target"]["sha256"]
+    want = record["target"]["fingerprint"]
   except (KeyError, TypeError, ValueError) as e:
     raise SpecjaxError(f"{path / PACKED_FILE} is corrupt ({e.__class__.__name__}: {e})") from None
-  t_flat = _flat(target.params)
-  for name in rules:
-    if rules[name] == "copy" and name not in t_flat:
-      raise SpecjaxError(f"{path} was packed for another kind of target: the target {target.path} has no {name}")
-  try:
-    got_hash = _target_hash(rules, target.config, t_flat)
-  except (SpecjaxError, ValueError) as e:
-    raise SpecjaxError(f"{path} cannot be rebuilt from the target {target.path}: {e}") from None
-  if got_hash != want_hash:
+  got = target_fingerprint(target.config, target.params)
+  if got != want:
     source = record["target"].get("source")
     raise SpecjaxError(
-      f"{path} was trained for another target ({source or 'unnamed'}; hash {want_hash[:12]}): the tensors it "
-      f"copies from {target.path} hash to {got_hash[:12]}. Use the target it was packed with, imported "
-      "unchanged (same source, float32)"
+      f"{path} was trained for another target ({source or 'unnamed'}, fingerprint {want[:12]}), not for "
+      f"{target.path} (fingerprint {got[:12]}): a draft reads its target's features, so it serves that target "
+      "only. Use the target it was packed with, imported unchanged"
     )
+  t_flat = _flat(target.params)
   try:
     stored = load_file(str(path / TENSORS_FILE))
   except (SafetensorError, OSError) as e:
     raise SpecjaxError(f"{path / TENSORS_FILE} is unreadable ({e}); the packed draft is corrupt") from None
   shapes = _flat(param_shapes(cfg), arrays=False)
   flat = {}
-  for name, want in shapes.items():
+  for name, shape in shapes.items():
     if name in rules:
       value = _derive(rules[name], name, cfg, target.config, t_flat)
     elif name in stored:
       value = stored[name]
     else:
       raise SpecjaxError(f"{path} lacks the tensor {name}; the packed draft is corrupt")
-    if tuple(value.shape) != tuple(want.shape):
-      raise SpecjaxError(f"{path}: {name} has shape {tuple(value.shape)}, its config needs {tuple(want.shape)}")
+    if tuple(value.shape) != tuple(shape.shape):
+      raise SpecjaxError(f"{path}: {name} has shape {tuple(value.shape)}, its config needs {tuple(shape.shape)}")
     flat[name] = jax.numpy.asarray(value, cfg.weight_dtype)
   extra = set(stored) - set(shapes)
   if extra:
