@@ -16,7 +16,7 @@
 #      curve against tokens seen = step x BATCH x SEQ)
 #   5. WORK/packed: `specjax pack-draft` (only the trained tensors, float16; the card is WORK/card.md when
 #      present)
-#   6. WORK/costs.json and WORK/bench_*.json: the host's call costs (`specjax plan`), then `ar` against
+#   6. WORK/costs.json and WORK/bench_*.json: the host's call costs (scripts/bench_forward.py), then `ar` against
 #      the draft on 24 held-out mt-bench-mix and 8 GSM prompts, greedy, 64 new tokens, batch 1
 # Knobs (environment): PY, STEPS (3000), BATCH (8), SEQ (256), TTT (eagle.steps, 3), K (8192), LR (1e-3),
 # EVAL (250), GAMMAS (1,2,3,4), BENCH_PROMPTS (24).
@@ -66,8 +66,8 @@ CARD=()
 [ -d "$WORK/packed" ] || $SJ pack-draft "$WORK/kd/final" --target "$T" --out "$WORK/packed" "${CARD[@]}"
 
 stage "6/6 call costs, then ar against the packed draft on held-out prompts (greedy, batch 1)"
-[ -f "$WORK/costs.json" ] || $SJ plan --target "$T" --draft "$WORK/packed" --prompts mt-bench-mix --limit 4 --chat \
-  --modes ar,eagle --gamma "$GAMMAS" --max-new-tokens 32 --out "$WORK/costs.json"
+[ -f "$WORK/costs.json" ] || $PY "$HERE/bench_forward.py" --target "$T" --draft "$WORK/kd/final" --batch 1 \
+  --json "$WORK/costs.json"
 [ -f "$WORK/bench_mt.json" ] || $SJ bench --target "$T" --draft "$WORK/packed" --prompts mt-bench-mix \
   --limit "$BENCH_PROMPTS" --chat --modes ar,eagle --gamma "$GAMMAS" --temperature 0 --max-new-tokens 64 \
   --out "$WORK/bench_mt.json" --plot "$WORK/bench_mt.png"

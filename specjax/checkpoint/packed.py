@@ -137,6 +137,7 @@ def pack_draft(
   }
   with atomic_dir(out) as tmp:
     save_file(stored, str(tmp / TENSORS_FILE))
+    (tmp / TENSORS_FILE).chmod(0o644)  # a file to ship, readable like the rest
     (tmp / PACKED_FILE).write_text(json.dumps(record, indent=2) + "\n")
     if card is not None:
       (tmp / "README.md").write_text(card)
