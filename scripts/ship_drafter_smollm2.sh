@@ -13,7 +13,7 @@
 #   4. WORK/kd: distillation on the stored features (FKL + feature regression, every position), the token
 #      embedding frozen (it is the target's, rebuilt from it when the packed draft loads), TTT unrolled
 #      steps; held-out teacher-forced acceptance every EVAL steps in WORK/kd/metrics.jsonl (the learning
-#      curve against tokens seen = step x BATCH x SEQ)
+#      curve: WORK/curve.tsv, held-out acceptance against positions seen)
 #   5. WORK/packed: `specjax pack-draft` (only the trained tensors, float16; the card is WORK/card.md when
 #      present)
 #   6. WORK/costs.json and WORK/bench_*.json: the host's call costs (scripts/bench_forward.py), then `ar` against
@@ -59,6 +59,20 @@ stage "4/6 distil it ($STEPS steps of $BATCH x $SEQ tokens, $TTT unrolled steps,
 [ -d "$WORK/kd/final" ] || $SJ distill --config configs/distill/eagle.yaml --out "$WORK/kd" --steps "$STEPS" \
   target="$T" student="$WORK/eagle0" data.path="$WORK/data" data.seq_len="$SEQ" data.batch_size="$BATCH" \
   optim.lr="$LR" optim.freeze=embed_tokens eagle.steps="$TTT" checkpoint.every="$EVAL" logging.eval_every="$EVAL"
+
+# The learning curve: held-out teacher-forced acceptance (against the full target) against the
+# positions seen (step x BATCH x SEQ, padding included).
+$PY - "$WORK/kd/metrics.jsonl" "$BATCH" "$SEQ" > "$WORK/curve.tsv" <<'PYEOF'
+import json, sys
+per_step = int(sys.argv[2]) * int(sys.argv[3])
+print("step\tpositions_seen\theld_out_acceptance\theld_out_first_step")
+for line in open(sys.argv[1]):
+  r = json.loads(line)
+  if "eval_expected_acceptance_full" in r:
+    first = r.get("eval_expected_acceptance_step1", r["eval_expected_acceptance_full"])
+    print(f"{r['step']}\t{r['step'] * per_step}\t{r['eval_expected_acceptance_full']:.4f}\t{first:.4f}")
+PYEOF
+cat "$WORK/curve.tsv"
 
 stage "5/6 pack it (only what it trained)"
 CARD=()
