@@ -104,5 +104,7 @@ def test_cli_bench_greedy_identical_and_unpack(ckpts, capsys):
   rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
   assert [r["text"] for r in rows] == ar and sum(r["target_calls"] for r in rows) > 0
   assert main(["unpack-draft", str(ckpts / "cli"), "--target", str(ckpts / "target"), "--out", str(ckpts / "un")]) == 0
+  assert main(["pack-draft", str(ckpts / "cli"), "--target", str(ckpts / "target"), "--out", str(ckpts / "x")]) == 2
+  assert "already packed" in capsys.readouterr().err
   un = load_checkpoint(ckpts / "un")
   assert un.config == load_checkpoint(ckpts / "eagle").config

@@ -107,7 +107,7 @@ def _cmd_pack_draft(args: argparse.Namespace) -> int:
   from pathlib import Path
 
   from specjax.checkpoint.orbax_io import load_tokenizer
-  from specjax.checkpoint.packed import pack_draft
+  from specjax.checkpoint.packed import is_packed, pack_draft
   from specjax.decode.text import check_same_tokenizer
   from specjax.errors import SpecjaxError
 
@@ -116,6 +116,8 @@ def _cmd_pack_draft(args: argparse.Namespace) -> int:
     if not Path(args.card).is_file():
       raise SpecjaxError(f"--card {args.card} is not a file")
     card = Path(args.card).read_text()
+  if is_packed(args.draft):
+    raise SpecjaxError(f"{args.draft} is already packed")
   check_same_tokenizer(load_tokenizer(args.target), load_tokenizer(args.draft), args.draft)
   record = pack_draft(args.draft, args.target, args.out, dtype=args.dtype, card=card)
   size = sum(f.stat().st_size for f in Path(args.out).iterdir()) / 1e6
