@@ -14,10 +14,10 @@
 #      embedding frozen (it is the target's, rebuilt from it when the packed draft loads), TTT unrolled
 #      steps; held-out teacher-forced acceptance every EVAL steps in WORK/kd/metrics.jsonl (the learning
 #      curve: WORK/curve.tsv, held-out acceptance against positions seen)
-#   5. WORK/packed: `specjax pack-draft` (only the trained tensors, float16; the card is WORK/card.md when
-#      present)
+#   5. WORK/packed: `specjax pack-draft` (only the trained tensors, float16)
 #   6. WORK/costs.json and WORK/bench_*.json: the host's call costs (scripts/bench_forward.py), then `ar` against
-#      the draft on 24 held-out mt-bench-mix and 8 GSM prompts, greedy, 64 new tokens, batch 1
+#      the draft on 24 held-out mt-bench-mix and 8 GSM prompts, greedy, 64 new tokens, batch 1; then
+#      WORK/card.md (scripts/drafter_card.py: data, steps, curve, costs, bench), also WORK/packed/README.md
 # Knobs (environment): PY, STEPS (3000), BATCH (8), SEQ (256), TTT (eagle.steps, 3), K (8192), LR (1e-3),
 # EVAL (250), GAMMAS (1,2,3,4), BENCH_PROMPTS (24).
 set -euo pipefail
@@ -75,9 +75,7 @@ PYEOF
 cat "$WORK/curve.tsv"
 
 stage "5/6 pack it (only what it trained)"
-CARD=()
-[ -f "$WORK/card.md" ] && CARD=(--card "$WORK/card.md")
-[ -d "$WORK/packed" ] || $SJ pack-draft "$WORK/kd/final" --target "$T" --out "$WORK/packed" "${CARD[@]}"
+[ -d "$WORK/packed" ] || $SJ pack-draft "$WORK/kd/final" --target "$T" --out "$WORK/packed"
 
 stage "6/6 call costs, then ar against the packed draft on held-out prompts (greedy, batch 1)"
 [ -f "$WORK/costs.json" ] || $PY "$HERE/bench_forward.py" --target "$T" --draft "$WORK/kd/final" --batch 1 \
@@ -87,4 +85,7 @@ stage "6/6 call costs, then ar against the packed draft on held-out prompts (gre
   --out "$WORK/bench_mt.json" --plot "$WORK/bench_mt.png"
 [ -f "$WORK/bench_gsm.json" ] || $SJ bench --target "$T" --draft "$WORK/packed" --prompts gsm --limit 8 --chat \
   --modes ar,eagle --gamma "$GAMMAS" --temperature 0 --max-new-tokens 64 --out "$WORK/bench_gsm.json"
-printf '\ndone: %s/packed (the drafter), bench_mt.json, bench_gsm.json, kd/metrics.jsonl\n' "$WORK"
+# The card: every figure from the files above; it becomes the packed folder's README.md.
+$PY "$HERE/drafter_card.py" "$WORK" > "$WORK/card.md"
+cp "$WORK/card.md" "$WORK/packed/README.md"
+printf '\ndone: %s/packed (the drafter, with its card README.md), bench_mt.json, bench_gsm.json, curve.tsv\n' "$WORK"
