@@ -98,7 +98,9 @@ def read_config(path: str | os.PathLike) -> tuple[LlamaConfig, dict]:
   if not path.exists():
     raise SpecjaxError(f"checkpoint {path} does not exist")
   file = path / CONFIG_FILE
-  if not file.is_file() and (path / "packed_draft.json").is_file():
+  from specjax.checkpoint.packed import is_packed  # (packed.py reads checkpoints through this module)
+
+  if not file.is_file() and is_packed(path):
     raise SpecjaxError(
       f"{path} is a packed draft (only its trained tensors; the rest comes from its target): use it as "
       "--draft beside --target, or unpack it with `specjax unpack-draft`"

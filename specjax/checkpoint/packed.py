@@ -28,6 +28,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
 
 from specjax.data.distill_data import target_fingerprint
 from specjax.errors import SpecjaxError
@@ -44,41 +45,27 @@ def is_packed(path: str | os.PathLike) -> bool:
   return (Path(path) / PACKED_FILE).is_file()
 
 
-def _flat(params: Any, arrays: bool = True) -> dict[str, Any]:
-  """{'/'-joined path: leaf} of a nested dict of parameters (leaves as numpy arrays unless `arrays` is off)."""
-  out = {}
-  for keys, leaf in jax.tree_util.tree_leaves_with_path(params):
-    out["/".join(k.key for k in keys)] = np.asarray(leaf) if arrays else leaf
-  return out
+def _flat(params: Any) -> dict[str, Any]:
+  """{'/'-joined path: leaf} of a nested dict of parameters (the leaves as they are: no copies)."""
+  return flatten_dict(params, sep="/")
 
 
-def _unflat(flat: dict[str, np.ndarray]) -> dict:
-  tree: dict = {}
-  for name, value in flat.items():
-    *parents, leaf = name.split("/")
-    node = tree
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = value
-  return tree
-
-
-def _target_head(target_cfg: ModelConfig, target: dict[str, np.ndarray]) -> np.ndarray:
+def _target_head(target_cfg: ModelConfig, target: dict[str, Any]) -> np.ndarray:
   """The target's output head as [D, V]."""
   if target_cfg.head_ids is not None:
     raise SpecjaxError("the target has a reduced head; a draft is packed against the full target")
   if target_cfg.tie_embeddings:
-    return target["embed_tokens/embedding"].T
-  return target["lm_head/kernel"]
+    return np.asarray(target["embed_tokens/embedding"]).T
+  return np.asarray(target["lm_head/kernel"])
 
 
-def _derive(
-  rule: str, name: str, cfg: ModelConfig, target_cfg: ModelConfig, target: dict[str, np.ndarray]
-) -> np.ndarray:
+def _derive(rule: str, name: str, cfg: ModelConfig, target_cfg: ModelConfig, target: dict[str, Any]) -> np.ndarray:
+  """The tensor `name` of the draft rebuilt from the target's (flat) parameters by `rule`; only the
+  tensors a rule reads are copied to the host."""
   if rule == "copy":
     if name not in target:
       raise SpecjaxError(f"the target has no tensor {name} to rebuild the draft's from")
-    return target[name]
+    return np.asarray(target[name])
   if rule == "head":
     head = _target_head(target_cfg, target)
     return head if cfg.head_ids is None else head[:, np.asarray(cfg.head_ids)]
@@ -113,6 +100,7 @@ def pack_draft(
   rules: dict[str, str] = {}
   stored: dict[str, np.ndarray] = {}
   for name, value in d_flat.items():
+    value = np.asarray(value)
     for rule in _candidate_rules(name):
       try:
         derived = _derive(rule, name, draft.config, target.config, t_flat)
@@ -184,7 +172,7 @@ def load_packed(path: str | os.PathLike, target):
     stored = load_file(str(path / TENSORS_FILE))
   except (SafetensorError, OSError) as e:
     raise SpecjaxError(f"{path / TENSORS_FILE} is unreadable ({e}); the packed draft is corrupt") from None
-  shapes = _flat(param_shapes(cfg), arrays=False)
+  shapes = _flat(param_shapes(cfg))
   flat = {}
   for name, shape in shapes.items():
     if name in rules:
@@ -199,7 +187,7 @@ def load_packed(path: str | os.PathLike, target):
   extra = set(stored) - set(shapes)
   if extra:
     raise SpecjaxError(f"{path} holds tensors its config has no place for ({', '.join(sorted(extra))}); corrupt")
-  return Checkpoint(path=path, config=cfg, params=_unflat(flat), meta=record)
+  return Checkpoint(path=path, config=cfg, params=unflatten_dict(flat, sep="/"), meta=record)
 
 
 def load_draft(path: str | os.PathLike, target):

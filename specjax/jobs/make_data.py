@@ -255,12 +255,7 @@ def make_data(
     return _snapshot(work, meta, total, shard_size, snapshot)
   work.mkdir(parents=True, exist_ok=True)
   if meta_path.exists():
-    saved = json.loads(meta_path.read_text())
-    if saved != json.loads(json.dumps(meta)):
-      raise SpecjaxError(
-        f"{work} holds an unfinished make-data run with other settings; rerun with the same settings to resume, "
-        "or delete that folder"
-      )
+    _check_same_settings(work, meta, "rerun with the same settings to resume, or delete that folder")
   else:
     atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
 
@@ -317,14 +312,19 @@ def make_data(
   return out
 
 
+def _check_same_settings(work: Path, meta: dict, fix: str) -> None:
+  """Refuse a run folder whose recorded settings are not `meta` (compared as the JSON it was written as)."""
+  if json.loads((work / META_FILE).read_text()) != json.loads(json.dumps(meta)):
+    raise SpecjaxError(f"{work} holds an unfinished make-data run with other settings; {fix}")
+
+
 def _snapshot(work: Path, meta: dict, total: int, shard_size: int, dest: Path) -> Path:
   """The leading complete shards of the run in `work` (whose settings must be `meta`) joined into `dest`."""
   from specjax.data.distill_data import shard_path
 
   if not (work / META_FILE).is_file():
     raise SpecjaxError(f"no unfinished make-data run at {work} to snapshot (it is done, or never started)")
-  if json.loads((work / META_FILE).read_text()) != json.loads(json.dumps(meta)):
-    raise SpecjaxError(f"{work} holds a make-data run with other settings; give the same settings to snapshot it")
+  _check_same_settings(work, meta, "give the same settings to snapshot it")
   done = 0
   while done * shard_size < total and shard_path(work, done).exists():
     done += 1
