@@ -14,7 +14,6 @@ target's one-token call plus the retrieval). The decode time per round is wall t
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import jax
@@ -24,20 +23,9 @@ import numpy as np
 from specjax.data.datastore import SEPARATOR, from_tokens
 from specjax.decode.datastore import Store, retrieve
 from specjax.decode.engine import Engine
+from specjax.eval.forward import host
 from specjax.models.presets import get_preset
 from specjax.models.registry import init_params
-
-
-def host() -> str:
-  """The CPU model (and the accelerator JAX runs on when it is not the CPU)."""
-  name = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
-  dev = jax.devices()[0]
-  return name + ("" if dev.platform == "cpu" else f"; decoding on {dev.device_kind}")
 
 
 def zipf_tokens(n: int, vocab: int, seed: int = 0, doc_len: int = 256) -> np.ndarray:

@@ -31,7 +31,7 @@ from specjax.checkpoint.orbax_io import load_checkpoint
 from specjax.decode.engine import Engine
 from specjax.decode.sampling import SamplingConfig
 from specjax.errors import SpecjaxError
-from specjax.eval.forward import call_costs, floor_s, param_bytes
+from specjax.eval.forward import call_costs, floor_s, host, param_bytes
 from specjax.fileio import atomic_write_text
 from specjax.models.config import DTYPES, ModelConfig
 from specjax.models.presets import PRESETS, get_preset
@@ -127,7 +127,7 @@ def main() -> int:
   if a.scan:
     models.insert(1, ("target (scanned)", *target))
   models = [(name, *_cast(cfg, params, a.dtype)) for name, cfg, params in models]
-  print(f"{jax.devices()[0].device_kind} ({jax.default_backend()}), {a.dtype}")
+  print(f"host: {host()}; {jax.devices()[0].device_kind} ({jax.default_backend()}), {a.dtype}")
 
   records = []
   size = a.fill + max(widths)

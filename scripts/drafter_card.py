@@ -2,31 +2,18 @@
 
     python scripts/drafter_card.py WORK > WORK/card.md
 
-Reads WORK/data/specjax_data.json (the answers), WORK/kd/run_config.json and WORK/curve.tsv (training
-and the learning curve), WORK/costs.json (the host's call costs) and WORK/bench_*.json (ar against the
+Reads WORK/data/specjax_data.json (the answers), WORK/kd/run_config.json (and WORK/kd_ttt/run_config.json
+when a training-time-test stage ran) and WORK/curve.tsv (training and the learning curve), WORK/costs.json (the host's call costs) and WORK/bench_*.json (ar against the
 drafter on held-out prompts); every figure in the card comes from those files.
 """
 
 from __future__ import annotations
 
 import json
-import platform
 import sys
 from pathlib import Path
 
-
-def _host() -> str:
-  cpu = platform.processor() or platform.machine()
-  try:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
-        cpu = line.split(":", 1)[1].strip()
-        break
-    flags = Path("/proc/cpuinfo").read_text()
-    cpu += ", AVX-512" if "avx512f" in flags else (", AVX2" if "avx2" in flags else "")
-  except OSError:
-    pass
-  return cpu
+from specjax.eval.forward import host
 
 
 def _bench_rows(path: Path) -> list[str]:
@@ -45,7 +32,6 @@ def _bench_rows(path: Path) -> list[str]:
 
 def card(work: Path) -> str:
   data = json.loads((work / "data" / "specjax_data.json").read_text())
-  run = json.loads((work / "kd" / "run_config.json").read_text())
   lines = ["# An EAGLE-style drafter for SmolLM2-135M-Instruct", ""]
   lines += [
     "Made by `scripts/ship_drafter_smollm2.sh` and stored by `specjax pack-draft`: only the tensors it trained;",
@@ -64,16 +50,26 @@ def card(work: Path) -> str:
     "",
     "## Training",
     "",
-    f"{run.get('steps')} steps of {run['data']['batch_size']} x {run['data']['seq_len']} positions, loss "
-    f"{run.get('loss')}, {run.get('eagle', {}).get('steps')} unrolled (training-time test) steps, learning rate "
-    f"{run['optim']['lr']}, frozen: {', '.join(run['optim'].get('freeze') or ()) or 'nothing'}. Held-out teacher-forced acceptance:",
+  ]
+  for name, what in (("kd", "Distilled"), ("kd_ttt", "Then")):
+    if (work / name / "run_config.json").is_file():
+      run = json.loads((work / name / "run_config.json").read_text())
+      lines.append(
+        f"{what}: {run.get('steps')} steps of {run['data']['batch_size']} x {run['data']['seq_len']} positions, "
+        f"loss {run.get('loss')}, {run.get('eagle', {}).get('steps')} unrolled (training-time test) steps, "
+        f"learning rate {run['optim']['lr']}, frozen: {', '.join(run['optim'].get('freeze') or ()) or 'nothing'}."
+      )
+  lines += [
     "",
-    "| step | positions seen | held-out acceptance | first step |",
-    "| ---: | ---: | ---: | ---: |",
+    "Held-out teacher-forced acceptance (rows of the training mix the training never read; the first",
+    "step's column reads the target's true features, the other averages every unrolled step):",
+    "",
+    "| step | positions seen | unrolled steps | held-out acceptance | first step |",
+    "| ---: | ---: | ---: | ---: | ---: |",
   ]
   for line in (work / "curve.tsv").read_text().splitlines()[1:]:
     lines.append("| " + " | ".join(line.split("\t")) + " |")
-  lines += ["", f"## Measured on held-out prompts (greedy, batch 1; host: {_host()})", ""]
+  lines += ["", f"## Measured on held-out prompts (greedy, batch 1; host: {host()})", ""]
   costs = [c for c in json.loads((work / "costs.json").read_text()) if c["batch"] == 1]
   lines.append(
     "Call costs, x a one-token target call: "

@@ -31,8 +31,12 @@ def test_card_reports_the_runs_figures(tmp_path):
   run = {"steps": 3000, "loss": "fkl", "data": {"batch_size": 8, "seq_len": 256}, "eagle": {"steps": 3}}
   run["optim"] = {"lr": 0.001, "freeze": ["embed_tokens"]}
   (tmp_path / "kd" / "run_config.json").write_text(json.dumps(run))
+  (tmp_path / "kd_ttt").mkdir()
+  fine = dict(run, steps=400, eagle={"steps": 2}, optim={"lr": 0.0005, "freeze": ["embed_tokens"]})
+  (tmp_path / "kd_ttt" / "run_config.json").write_text(json.dumps(fine))
   (tmp_path / "curve.tsv").write_text(
-    "step\tpositions_seen\theld_out_acceptance\theld_out_first_step\n250\t512000\t0.4321\t0.5\n"
+    "step\tpositions_seen\tunrolled_steps\theld_out_acceptance\theld_out_first_step\n"
+    "250\t512000\t3\t0.4321\t0.5\n3250\t6656000\t2\t0.47\t0.52\n"
   )
   costs = [
     {"model": m, "batch": 1, "new_tokens": n, "ms": ms, "vs_one_token": v}
@@ -44,9 +48,11 @@ def test_card_reports_the_runs_figures(tmp_path):
   for want in (
     "5120 answers",
     "snapshot of a 24000-sample campaign",
-    "3000 steps of 8 x 256",
+    "Distilled: 3000 steps of 8 x 256",
+    "Then: 400 steps of 8 x 256 positions, loss fkl, 2 unrolled",
     "frozen: embed_tokens",
-    "| 250 | 512000 | 0.4321 | 0.5 |",
+    "| 250 | 512000 | 3 | 0.4321 | 0.5 |",
+    "| 3250 | 6656000 | 2 | 0.47 | 0.52 |",
     "target 5 tokens 1.04",
     "draft call / target call 0.030",
     "| eagle | 4 | 27.4 | 1.37 | 2.05 | 0.26 |",

@@ -13,8 +13,11 @@ one run and on one machine (a ratio, not an absolute time, is what survives a no
 from __future__ import annotations
 
 import math
+import os
+import platform
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +25,22 @@ import numpy as np
 
 from specjax.decode.common import forward
 from specjax.models.llama import ModelConfig, decode_layout
+
+
+def host() -> str:
+  """This machine in words, for every speed figure: the CPU model and its widest vector extension
+  (AVX-512 or AVX2: on this project's hosts they decide what a few-token call costs), and the
+  accelerator when JAX decodes on one."""
+  name = platform.processor() or platform.machine()
+  try:
+    info = Path("/proc/cpuinfo").read_text()
+    name = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
+    name += ", AVX-512" if "avx512f" in info else (", AVX2" if "avx2" in info else "")
+  except (OSError, StopIteration):
+    pass
+  name += f", {os.cpu_count()} cores"
+  dev = jax.devices()[0]
+  return name + ("" if dev.platform == "cpu" else f"; decoding on {dev.device_kind}")
 
 
 def param_bytes(params) -> int:
