@@ -7,11 +7,13 @@ on any error it is deleted. An existing `dest` is refused up front (never overwr
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from specjax.errors import SpecjaxError
 
@@ -55,3 +57,17 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
   except BaseException:
     tmp.unlink(missing_ok=True)
     raise
+
+
+def json_lines(path: str | os.PathLike) -> Iterator[tuple[str, Any]]:
+  """(where, record) for each non-blank line of a JSONL file, `where` being "path:line" for messages;
+  a line that is not JSON is refused with its place."""
+  path = Path(path)
+  with path.open(encoding="utf-8") as fh:
+    for i, line in enumerate(fh, 1):
+      if not line.strip():
+        continue
+      try:
+        yield f"{path}:{i}", json.loads(line)
+      except json.JSONDecodeError as e:
+        raise SpecjaxError(f"{path}:{i}: not valid JSON ({e.msg}); each line must be one JSON object") from None

@@ -88,7 +88,7 @@ def test_build_from_every_source_kind(sources, tmp_path):
   [
     (["{root}/missing.jsonl"], "does not exist"),
     (["{root}/empty.jsonl"], "holds no tokens"),
-    (["{jsonl}", "{root}/bad.jsonl"], "not a JSON line"),
+    (["{jsonl}", "{root}/bad.jsonl"], "not valid JSON"),
     (["{root}/other.jsonl"], "expected"),
     (["{root}/big"], "outside the tokenizer"),
     (["{root}/x.csv"], "neither"),

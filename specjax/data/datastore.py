@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from specjax.errors import SpecjaxError
-from specjax.fileio import atomic_dir, refuse_existing
+from specjax.fileio import atomic_dir, json_lines, refuse_existing
 
 FORMAT = "specjax-datastore-v1"
 SEPARATOR = -1
@@ -145,21 +145,12 @@ def _check_source(src: str) -> Path:
   raise SpecjaxError(f"datastore source {src} is neither a make-data folder, a .jsonl file nor a .txt file")
 
 
-def _jsonl_texts(path: Path) -> list[str]:
-  texts = []
-  with path.open(encoding="utf-8") as f:
-    for i, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise SpecjaxError(f"{path}:{i}: not a JSON line ({e.msg})") from None
-      text = row.get("response", row.get("text")) if isinstance(row, dict) else None
-      if not isinstance(text, str):
-        raise SpecjaxError(f'{path}:{i}: expected {{"text": ...}} or {{"prompt": ..., "response": ...}}')
-      texts.append(text)
-  return texts
+def _answer_text(rec, where: str) -> str:
+  """A datastore document of a JSONL line: the response of a prompt/response pair, or its text."""
+  text = rec.get("response", rec.get("text")) if isinstance(rec, dict) else None
+  if not isinstance(text, str):
+    raise SpecjaxError(f'{where}: expected {{"text": ...}} or {{"prompt": ..., "response": ...}}')
+  return text
 
 
 def _documents(path: Path, tokenizer) -> list[list[int]]:
@@ -168,7 +159,9 @@ def _documents(path: Path, tokenizer) -> list[list[int]]:
     from specjax.data.vocab_map import dataset_responses
 
     return [list(r) for r in dataset_responses(path)]
-  texts = _jsonl_texts(path) if path.suffix == ".jsonl" else [path.read_text(encoding="utf-8")]
+  texts = (
+    [_answer_text(r, w) for w, r in json_lines(path)] if path.suffix == ".jsonl" else [path.read_text(encoding="utf-8")]
+  )
   texts = [t for t in texts if t]
   if not texts:
     return []

@@ -42,7 +42,6 @@ from __future__ import annotations
 import ast
 import hashlib
 import inspect
-import json
 import random
 import re
 import sysconfig
@@ -51,6 +50,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from specjax.errors import SpecjaxError
+from specjax.fileio import json_lines
 from specjax.packages import import_package
 
 GSM_TRAIN_SEED_BASE = 1_000_003
@@ -234,17 +234,7 @@ def read_jsonl(path: str | Path, field: str | None = None) -> list[str]:
   path = Path(path)
   if not path.is_file():
     raise SpecjaxError(f"prompt file {path} does not exist")
-  out = []
-  with path.open(encoding="utf-8") as fh:
-    for i, line in enumerate(fh, 1):
-      if not line.strip():
-        continue
-      try:
-        rec = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise SpecjaxError(f"{path}:{i}: not valid JSON ({e.msg}); each line must be one JSON object") from None
-      out.append(_record_prompt(rec, f"{path}:{i}", field))
-  return out
+  return [_record_prompt(rec, where, field) for where, rec in json_lines(path)]
 
 
 def dataset_prompts(path: str | Path, field: str | None = None) -> list[str]:
