@@ -33,7 +33,7 @@ def capped():
     Mode(name="ar-capped", decode=_decode, help="ar, cut at --cap tokens", knobs=CappedKnobs, lookahead=lambda k: 1)
   )
   yield mode
-  modes._MODES.pop(mode.name)
+  modes.unregister(mode.name)
 
 
 def test_a_new_knob_is_a_flag(capped, capsys):

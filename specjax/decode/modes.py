@@ -17,11 +17,11 @@ differently are refused at registration.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from specjax.errors import SpecjaxError
+from specjax.registry import Registry
 
 BUILTIN = (
   "autoregressive",
@@ -205,8 +205,12 @@ class Mode:
     return self.configure(k)
 
 
-_MODES: dict[str, Mode] = {}
-_loaded = False
+_MODES: Registry[Mode] = Registry(
+  "decoding mode",
+  "specjax.decode",
+  BUILTIN,
+  lambda name, known: f"unknown decoding mode {name!r}; choose one of {known}",
+)
 
 
 def _signature(f: dataclasses.Field) -> tuple:
@@ -214,56 +218,49 @@ def _signature(f: dataclasses.Field) -> tuple:
   return (f.default, m["help"], m["parse"] is None, m["sweep"], m["short"])
 
 
-def register(mode: Mode) -> Mode:
-  """Add a mode (a second mode of the same name, or a knob declared otherwise by another mode, is refused)."""
-  if mode.name in _MODES and _MODES[mode.name] is not mode:
-    raise SpecjaxError(f"decoding mode {mode.name!r} is registered twice")
-  if mode.baseline and any(m.baseline and m.name != mode.name for m in _MODES.values()):
-    raise SpecjaxError(f"mode {mode.name!r} claims to be the baseline, but {baseline().name!r} is")
+def _fits(mode: Mode, registered: dict[str, Mode]) -> None:
+  """One baseline, and every knob declared alike by every mode that has it."""
+  base = [m.name for m in registered.values() if m.baseline and m.name != mode.name]
+  if mode.baseline and base:
+    raise SpecjaxError(f"mode {mode.name!r} claims to be the baseline, but {base[0]!r} is")
   for f in mode.fields:
-    for other in _MODES.values():
+    for other in registered.values():
       same = [g for g in other.fields if g.name == f.name]
       if same and _signature(same[0]) != _signature(f):
         raise SpecjaxError(
           f"mode {mode.name!r} declares knob {f.name!r} unlike mode {other.name!r}; share its field (modes.{f.name}())"
         )
-  _MODES[mode.name] = mode
-  return mode
 
 
-def _load_builtin() -> None:
-  global _loaded
-  if not _loaded:
-    _loaded = True
-    for module in BUILTIN:
-      importlib.import_module(f"specjax.decode.{module}")
+def register(mode: Mode) -> Mode:
+  """Add a mode (a second mode of the same name, or a knob declared otherwise by another mode, is refused)."""
+  return _MODES.add(mode, _fits)
 
 
 def names() -> tuple[str, ...]:
   """Every registered mode, in registration order."""
-  _load_builtin()
-  return tuple(_MODES)
+  return _MODES.names()
 
 
 def get(name: str) -> Mode:
   """The mode called `name`; an unknown name is a SpecjaxError listing the registered ones."""
-  _load_builtin()
-  if name not in _MODES:
-    raise SpecjaxError(f"unknown decoding mode {name!r}; choose one of {', '.join(_MODES)}")
-  return _MODES[name]
+  return _MODES.get(name)
+
+
+def unregister(name: str) -> None:
+  """Forget a mode (a test that registered its own)."""
+  _MODES.remove(name)
 
 
 def baseline() -> Mode:
   """The mode speed-ups are measured against."""
-  _load_builtin()
-  return next(m for m in _MODES.values() if m.baseline)
+  return next(m for m in _MODES.items().values() if m.baseline)
 
 
 def knob_fields() -> dict[str, dataclasses.Field]:
   """Every knob of every registered mode, by name (first declaration order)."""
-  _load_builtin()
   out: dict[str, dataclasses.Field] = {}
-  for m in _MODES.values():
+  for m in _MODES.items().values():
     for f in m.fields:
       out.setdefault(f.name, f)
   return out

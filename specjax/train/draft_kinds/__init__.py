@@ -20,13 +20,13 @@ full-vocabulary acceptance of a reduced-vocabulary draft.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Callable
 from typing import Any
 
 from specjax.errors import SpecjaxError
 from specjax.losses.distill import REGISTRY as LOSS_REGISTRY
 from specjax.losses.distill import Loss
+from specjax.registry import Registry
 
 BUILTIN = ("decoder", "eagle")  # modules of specjax.train.draft_kinds that register kinds
 
@@ -65,37 +65,26 @@ class DraftKind:
     return getattr(cfg, self.section) if self.section else None
 
 
-_KINDS: dict[str, DraftKind] = {}
-_loaded = False
+_KINDS: Registry[DraftKind] = Registry(
+  "draft kind",
+  "specjax.train.draft_kinds",
+  BUILTIN,
+  lambda name, known: f"a draft of kind {name!r} cannot be distilled; distillable kinds: {known}",
+)
 
 
 def register(kind: DraftKind) -> DraftKind:
   """Add a kind (a second kind of the same name is refused)."""
-  if kind.name in _KINDS and _KINDS[kind.name] is not kind:
-    raise SpecjaxError(f"draft kind {kind.name!r} is registered twice")
-  _KINDS[kind.name] = kind
-  return kind
-
-
-def _load_builtin() -> None:
-  global _loaded
-  if not _loaded:
-    _loaded = True
-    for module in BUILTIN:
-      importlib.import_module(f"specjax.train.draft_kinds.{module}")
+  return _KINDS.add(kind)
 
 
 def names() -> tuple[str, ...]:
-  _load_builtin()
-  return tuple(_KINDS)
+  return _KINDS.names()
 
 
 def get(name: str) -> DraftKind:
   """The kind called `name`; an unknown one is a SpecjaxError listing those that can be distilled."""
-  _load_builtin()
-  if name not in _KINDS:
-    raise SpecjaxError(f"a draft of kind {name!r} cannot be distilled; distillable kinds: {', '.join(_KINDS)}")
-  return _KINDS[name]
+  return _KINDS.get(name)
 
 
 def check_settings(kind: DraftKind, cfg, loss: Loss, student_path: str) -> None:
