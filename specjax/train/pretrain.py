@@ -160,7 +160,8 @@ def pretrain(cfg: PretrainConfig, out: str | Path, stop_at: int | None = None) -
 
   def export(final, params, steps):
     meta = {"source": "specjax pretrain", "steps": steps, "corpus": cfg.data.source}
-    save_checkpoint(final, mcfg.replace(remat=False), params, tokenizer=tokenizer, meta=meta)
+    # Saved with float32 compute like an imported checkpoint: whoever runs it chooses its own (`--dtype`).
+    save_checkpoint(final, mcfg.replace(remat=False, dtype="float32"), params, tokenizer=tokenizer, meta=meta)
 
   return trainer.run(
     data,
