@@ -32,6 +32,19 @@ def csv_list(kind):
   return parse
 
 
+def dtype_arg(p: argparse.ArgumentParser, what: str) -> None:
+  """`--dtype`: the compute dtype of the models a command runs (and of their KV caches)."""
+  from specjax.models.config import COMPUTE_DTYPES
+
+  p.add_argument(
+    "--dtype",
+    default="auto",
+    choices=COMPUTE_DTYPES,
+    help=f"compute dtype of {what} (parameters keep theirs; logits stay float32); auto = bfloat16 on GPU/TPU, "
+    "float32 on CPU",
+  )
+
+
 def train_args(kind: str, example: str):
   def add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help=f"YAML file of a {kind} (e.g. {example})")

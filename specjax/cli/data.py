@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from specjax.cli.common import command, csv_list
+from specjax.cli.common import command, csv_list, dtype_arg
 from specjax.errors import SpecjaxError
 
 
@@ -109,6 +109,7 @@ def _make_data_args(p: argparse.ArgumentParser) -> None:
     help="write the shards this unfinished run (same settings) has done to DIR as a dataset, and exit; the run "
     "stays resumable",
   )
+  dtype_arg(p, "the target as it samples (recorded in the dataset; a resume must use the same)")
 
 
 @command("make-data", "generate a distillation dataset: the target's answers to instruction prompts", _make_data_args)
@@ -132,6 +133,7 @@ def _cmd_make_data(args: argparse.Namespace) -> int:
     features=args.features,
     shuffle=args.shuffle,
     snapshot=args.snapshot,
+    dtype=args.dtype,
   )
   print(f"wrote distillation dataset {args.snapshot or args.out}")
   return 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from specjax.cli.common import PROMPTS_HELP, command, csv_list
+from specjax.cli.common import PROMPTS_HELP, command, csv_list, dtype_arg
 
 
 class _Modes:
@@ -64,6 +64,7 @@ def _decode_args(p: argparse.ArgumentParser, bench: bool) -> None:
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--max-new-tokens", type=int, required=True)
   p.add_argument("--chat", action="store_true", help="wrap each prompt in the tokenizer's chat template")
+  dtype_arg(p, "the target and the draft")
 
 
 def _knob_args(p: argparse.ArgumentParser, bench: bool) -> None:
@@ -103,7 +104,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
   sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k)
   texts = [args.prompt] if args.prompt is not None else load_prompts(args.prompts)
-  engine, tok = load_engine(args.target, args.draft, datastore=args.datastore)
+  engine, tok = load_engine(args.target, args.draft, datastore=args.datastore, dtype=args.dtype)
   ids = encode(tok, texts, chat=args.chat)
   run = engine.run(
     ids,
@@ -145,7 +146,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
   _check_modes(args.modes)
   knobs = _knob_values(args)
   texts = load_prompts(args.prompts)[: args.limit]
-  engine, tok = load_engine(args.target, args.draft, datastore=args.datastore)
+  engine, tok = load_engine(args.target, args.draft, datastore=args.datastore, dtype=args.dtype)
   records = bench(
     engine,
     encode(tok, texts, chat=args.chat),
@@ -203,6 +204,7 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--repeat", type=int, default=5, help="timed calls per call cost (the median is kept)")
   p.add_argument("--runs", type=int, default=2, help="runs per measured setting (the fastest is kept)")
   p.add_argument("--out", help="also write the plan as JSON")
+  dtype_arg(p, "the target and the draft")
 
 
 @command(
@@ -220,7 +222,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
   if args.modes:
     _check_modes(args.modes)
   texts = load_prompts(args.prompts)[: args.limit]
-  engine, tok = load_engine(args.target, args.draft, datastore=args.datastore)
+  engine, tok = load_engine(args.target, args.draft, datastore=args.datastore, dtype=args.dtype)
   report = plan(
     engine,
     encode(tok, texts, chat=args.chat),

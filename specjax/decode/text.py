@@ -1,6 +1,6 @@
 """From checkpoint folders and text to an `Engine` and token lists, and back to text.
 
-engine, tok = load_engine("ckpt/target", "ckpt/draft")
+engine, tok = load_engine("ckpt/target", "ckpt/draft")  # dtype="auto": bfloat16 on GPU/TPU, float32 on CPU
 ids = encode(tok, ["What is 2 + 2?"], chat=True)
 run = engine.run(ids, "spec", max_new_tokens=64)
 texts = [decode_tokens(tok, r.tokens) for r in run.rows]
@@ -15,6 +15,7 @@ from specjax.checkpoint.orbax_io import load_checkpoint, load_tokenizer
 from specjax.checkpoint.packed import load_draft
 from specjax.decode.engine import Engine
 from specjax.errors import SpecjaxError
+from specjax.models.config import resolve_dtype
 
 
 def check_same_tokenizer(target_tok, draft_tok, draft_path: str | os.PathLike) -> None:
@@ -38,9 +39,13 @@ def load_engine(
   draft: str | os.PathLike | None = None,
   max_len: int | None = None,
   datastore: str | os.PathLike | None = None,
+  dtype: str = "auto",
 ):
   """Load the target (and draft) checkpoints, the target's tokenizer and optionally a datastore (refused
-  when built with another tokenizer); return (Engine, tokenizer)."""
+  when built with another tokenizer); return (Engine, tokenizer). Both models compute, and keep their KV
+  caches, in `dtype` ("auto": `specjax.models.config.default_compute_dtype`), whatever compute dtype their
+  checkpoints were saved with; parameters keep their stored dtype."""
+  compute = resolve_dtype(dtype)  # refused before anything is read
   tgt = load_checkpoint(target)
   tok = load_tokenizer(target)
   d_cfg = d_params = None
@@ -48,7 +53,7 @@ def load_engine(
     d = load_draft(draft, tgt)  # a packed draft (only its trained tensors) is rebuilt from the target
     if any((Path(draft) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
       check_same_tokenizer(tok, load_tokenizer(draft), draft)
-    d_cfg, d_params = d.config, d.params
+    d_cfg, d_params = d.config.replace(dtype=compute), d.params
   store = None
   if datastore is not None:
     from specjax.data.datastore import check_tokenizer, load_datastore
@@ -57,7 +62,7 @@ def load_engine(
     check_tokenizer(store, tok, datastore)
   # The Engine refuses a model with fewer embedding rows than the tokenizer has tokens.
   engine = Engine(
-    tgt.config,
+    tgt.config.replace(dtype=compute),
     tgt.params,
     d_cfg,
     d_params,

@@ -8,7 +8,7 @@ modes are skipped at temperature > 0.
 
 Record fields: mode, every knob of every registered mode that the command line sets (None where the mode
 does not read it; the value the decoder ran with, defaults completed, where it does), temperature,
-batch_size, prompts, max_new_tokens, new_tokens, target_calls, draft_calls, drafted_tokens,
+batch_size, prompts, max_new_tokens, dtype (the models' compute dtype), new_tokens, target_calls, draft_calls, drafted_tokens,
 acceptance_rate, block_efficiency, per_position_acceptance, tokens_per_s, speedup_vs_ar, compile_s, wall_s.
 
 With `repeat` > 1 each combination runs that many times and the fastest run is kept (same seed, so the
@@ -128,6 +128,7 @@ def bench(
           "batch_size": batch_size,
           "prompts": len(prompts),
           "max_new_tokens": max_new_tokens,
+          "dtype": engine.target_cfg.dtype,
           **{
             k: met[k]
             for k in (

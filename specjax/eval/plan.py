@@ -365,6 +365,7 @@ def plan(
     "recommended": overall,
     "costs": dataclasses.asdict(costs),
     "new_tokens": work.new_tokens,
+    "dtype": engine.target_cfg.dtype,  # the call costs are those of this compute dtype
   }
 
 

@@ -20,10 +20,15 @@ prompt; with `shuffle` it uses prompt order[i mod P] for a seeded permutation `o
 prefix of a long run (what a snapshot or an interrupted campaign holds) mixes the spec's sources alike.
 `snapshot` writes the shards done so far as a dataset of its own and leaves the run resumable: train on
 what a long campaign has made while it goes on. Prompts whose templated length exceeds `max_prompt_tokens` are skipped (and counted).
+
+The target samples in `dtype` ("auto": bfloat16 on GPU/TPU, float32 on CPU; `specjax.models.config`), recorded
+as `generation.dtype` in the meta: the two sample different answers, so a resume in another dtype is refused.
+Stored features are float16 and log-normalisers float32 whatever the compute dtype.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -155,6 +160,7 @@ def make_data(
   features: bool = False,
   shuffle: bool = False,
   snapshot: str | os.PathLike | None = None,
+  dtype: str = "auto",
 ) -> Path:
   """Build (or resume building) a distillation dataset; see the module docstring.
 
@@ -176,6 +182,7 @@ def make_data(
     shuffle: answer the prompts in a seeded random order instead of the spec's.
     snapshot: instead of generating, write the complete shards of this unfinished run (same settings)
       to this new folder as a dataset, and return it; the run itself stays resumable.
+    dtype: the target's compute dtype as it samples: "auto", "float32" or "bfloat16".
 
   Returns:
     `out`.
@@ -184,6 +191,7 @@ def make_data(
 
   from specjax.checkpoint.orbax_io import load_checkpoint, load_tokenizer
   from specjax.data.chat import prompt_text
+  from specjax.models.config import resolve_dtype
   from specjax.prompts.sources import load_sources
   from specjax.prompts.suites import check_disjoint, eval_prompts
 
@@ -197,6 +205,7 @@ def make_data(
       raise SpecjaxError(f"{name} must be >= 1, got {v}")
   if num_samples is not None and num_samples < 1:
     raise SpecjaxError(f"num_samples must be >= 1, got {num_samples}")
+  compute = resolve_dtype(dtype)
   ckpt = load_checkpoint(target)
   tokenizer = load_tokenizer(target)
   evals = eval_prompts() if check_eval else []
@@ -243,6 +252,7 @@ def make_data(
       "batch_size": batch_size,
       "seed": seed,
       "sampler": "specjax.decode.engine (ar, refilled rows)" if generate is None else "custom",
+      "dtype": compute,
     },
     "num_samples": total,
     "shard_size": shard_size,
@@ -262,7 +272,7 @@ def make_data(
   eos_ids = end_ids(ckpt, tokenizer)
   if generate is None:
     generate = target_sampler(
-      ckpt,
+      dataclasses.replace(ckpt, config=ckpt.config.replace(dtype=compute)),
       tokenizer,
       temperature=temperature,
       top_p=top_p,
@@ -313,9 +323,23 @@ def make_data(
 
 
 def _check_same_settings(work: Path, meta: dict, fix: str) -> None:
-  """Refuse a run folder whose recorded settings are not `meta` (compared as the JSON it was written as)."""
-  if json.loads((work / META_FILE).read_text()) != json.loads(json.dumps(meta)):
-    raise SpecjaxError(f"{work} holds an unfinished make-data run with other settings; {fix}")
+  """Refuse a run folder whose recorded settings are not `meta` (compared as the JSON it was written as),
+  naming the settings that differ. A run recorded before `generation.dtype` existed sampled in its target
+  config's compute dtype, which is what it is compared as."""
+  recorded, now = json.loads((work / META_FILE).read_text()), json.loads(json.dumps(meta))
+  generation = recorded.get("generation")
+  if isinstance(generation, dict) and "dtype" not in generation:
+    generation["dtype"] = recorded.get("target", {}).get("config", {}).get("dtype", "float32")
+  if recorded != now:
+    diff = ", ".join(_differences(recorded, now))
+    raise SpecjaxError(f"{work} holds an unfinished make-data run with other settings ({diff}); {fix}")
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+  """The dotted keys at which two JSON values differ, e.g. ['generation.dtype']."""
+  if isinstance(a, dict) and isinstance(b, dict):
+    return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+  return [] if a == b else [prefix.rstrip(".")]
 
 
 def _snapshot(work: Path, meta: dict, total: int, shard_size: int, dest: Path) -> Path:

@@ -11,12 +11,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 from specjax.errors import SpecjaxError
 from specjax.models.kv_cache import KVCache
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+# The compute dtypes the commands offer (`--dtype`, the training configs' `dtype`; a config may also name
+# float16): "auto" is `default_compute_dtype()`, resolved once where a command assembles its model configs.
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 
 # What the layers of each family have; `qkv_bias` / `qk_norm` left as None take these values, and an
 # explicit value that contradicts the family is refused (the model could not be exported as that family).
@@ -207,6 +211,23 @@ class ModelConfig:
   def init_cache(self, batch_size: int, size: int, dtype: Any = None) -> KVCache:
     """An empty KV cache of S = `size` slots per row, in the compute dtype unless told otherwise."""
     return KVCache.init(self.num_layers, batch_size, size, self.num_kv_heads, self.dh, dtype or self.compute_dtype)
+
+
+def default_compute_dtype() -> str:
+  """The compute dtype "auto" stands for: bfloat16 on GPU and TPU, whose matrix units run it at several
+  times float32's rate and whose memory traffic it halves, float32 on CPU, where bfloat16 matmuls are
+  emulated and slower. Parameters, optimizer state, softmax, logits and losses stay float32 either way."""
+  return "bfloat16" if jax.default_backend() in ("gpu", "tpu") else "float32"
+
+
+def resolve_dtype(dtype: str) -> str:
+  """A compute dtype setting as a `ModelConfig.dtype`: "auto" becomes `default_compute_dtype()`, a dtype
+  name is kept, anything else is refused."""
+  if dtype == "auto":
+    return default_compute_dtype()
+  if dtype not in DTYPES:
+    raise SpecjaxError(f"compute dtype must be 'auto' or one of {', '.join(DTYPES)}, got {dtype!r}")
+  return dtype
 
 
 LlamaConfig = ModelConfig  # the name before the families; configs and checkpoints use either

@@ -65,7 +65,7 @@ class EagleDraft(nn.Module):
     x, cache = decoder_layers(cfg, x, positions, cache, attn_mask)
     g = RMSNorm(cfg, name="norm")(x)
     h = g if logits_at is None else jnp.take_along_axis(g, logits_at[..., None], axis=1)
-    logits = _dense(cfg.head_size, ("embed", "vocab"), cfg, "lm_head")(h).astype(jnp.float32)
+    logits = _dense(cfg.head_size, ("embed", "vocab"), cfg, "lm_head", f32_out=True)(h).astype(jnp.float32)
     return (logits, cache, g) if return_features else (logits, cache)
 
 

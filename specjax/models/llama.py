@@ -43,12 +43,22 @@ NEG_INF = -1e30
 __all__ = ["LlamaConfig", "ModelConfig"]  # the configs' old home: checkpoints and callers import them from here too
 
 
-def _dense(features: int, axes: tuple[str, str], cfg: ModelConfig, name: str, bias: bool = False) -> nn.Dense:
+def _f32_dot(*args, **kw):
+  """A dot_general that accumulates and returns float32 whatever its inputs: the heads' logits keep
+  float32 resolution under bfloat16 compute (rounded to bfloat16, logits near 20 would be 1/8 apart)."""
+  return jax.lax.dot_general(*args, **kw, preferred_element_type=jnp.float32)
+
+
+def _dense(
+  features: int, axes: tuple[str, str], cfg: ModelConfig, name: str, bias: bool = False, f32_out: bool = False
+) -> nn.Dense:
+  """A Dense layer in the compute dtype over weights of the param dtype; `f32_out`: float32 outputs (heads)."""
   return nn.Dense(
     features,
     use_bias=bias,
     dtype=cfg.compute_dtype,
     param_dtype=cfg.weight_dtype,
+    dot_general=_f32_dot if f32_out else None,
     kernel_init=nn.with_logical_partitioning(nn.initializers.normal(cfg.initializer_range), axes),
     bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]),
     name=name,
@@ -268,22 +278,26 @@ class Llama(nn.Module):
   def head(self, embed: nn.Embed, x: Float[Array, "B T D"]) -> Float[Array, "B T V"]:
     """Logits (float32) of final-normed hidden states, tied or untied, full or reduced vocabulary."""
     cfg = self.cfg
+    f32 = jnp.float32  # products accumulate and return float32 (see `_f32_dot`)
+    h = x.astype(cfg.compute_dtype)
+    table = embed.embedding
     if cfg.tie_embeddings and cfg.head_ids is not None:  # the tied head reads only the K kept rows
-      rows = jnp.take(embed.embedding, jnp.asarray(cfg.head_ids, jnp.int32), axis=0).astype(cfg.compute_dtype)
-      logits = jnp.einsum("btd,kd->btk", x.astype(cfg.compute_dtype), rows)
+      rows = jnp.take(table, jnp.asarray(cfg.head_ids, jnp.int32), axis=0).astype(cfg.compute_dtype)
+      logits = jnp.einsum("btd,kd->btk", h, rows, preferred_element_type=f32)
     elif cfg.tie_embeddings and not cfg.scan_layers:
       # Decode layout: a [D, V] copy of the table as well (decode_layout fills it; init copies the table).
       # One row is a matrix-vector product, which XLA CPU wants on [D, V] (given only the [V, D] table,
       # it transposes the whole table on every step of a decode loop); several rows run faster on [V, D].
-      head_t = self.param("head_t", lambda *_: jnp.asarray(embed.embedding).T)
-      rows = x.shape[0] * x.shape[1]
-      h = x.astype(cfg.compute_dtype)
-      logits = h @ head_t.astype(cfg.compute_dtype) if rows == 1 else embed.attend(h)
+      head_t = self.param("head_t", lambda *_: jnp.asarray(table).T)
+      if x.shape[0] * x.shape[1] == 1:
+        logits = jnp.matmul(h, head_t.astype(cfg.compute_dtype), preferred_element_type=f32)
+      else:
+        logits = jnp.dot(h, table.astype(cfg.compute_dtype).T, preferred_element_type=f32)
     elif cfg.tie_embeddings:
-      logits = embed.attend(x.astype(cfg.compute_dtype))
+      logits = jnp.dot(h, table.astype(cfg.compute_dtype).T, preferred_element_type=f32)
     else:
-      logits = _dense(cfg.head_size, ("embed", "vocab"), cfg, "lm_head")(x)
-    return logits.astype(jnp.float32)
+      logits = _dense(cfg.head_size, ("embed", "vocab"), cfg, "lm_head", f32_out=True)(x)
+    return logits.astype(f32)
 
 
 def head_logits(cfg: ModelConfig, params: dict, x: Float[Array, "... D"], ids=None) -> Float[Array, "... K"]:
@@ -297,11 +311,11 @@ def head_logits(cfg: ModelConfig, params: dict, x: Float[Array, "... D"], ids=No
   if cfg.tie_embeddings:
     table = params["embed_tokens"]["embedding"]  # [V, D]
     rows = table if cols is None else jnp.take(table, cols, axis=0)
-    logits = jnp.einsum("...d,kd->...k", h, rows.astype(cfg.compute_dtype))
+    logits = jnp.einsum("...d,kd->...k", h, rows.astype(cfg.compute_dtype), preferred_element_type=jnp.float32)
   else:
     kernel = params["lm_head"]["kernel"]  # [D, V]
     kernel = kernel if cols is None else jnp.take(kernel, cols, axis=1)
-    logits = jnp.einsum("...d,dk->...k", h, kernel.astype(cfg.compute_dtype))
+    logits = jnp.einsum("...d,dk->...k", h, kernel.astype(cfg.compute_dtype), preferred_element_type=jnp.float32)
   return logits.astype(jnp.float32)
 
 

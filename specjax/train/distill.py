@@ -44,6 +44,7 @@ from typing import Any
 
 from specjax.errors import SpecjaxError
 from specjax.losses.distill import get_loss
+from specjax.models.config import resolve_dtype
 from specjax.train import draft_kinds, reference
 from specjax.train.draft_kinds.eagle import EagleTrainConfig
 from specjax.train.hooks import OnPolicy, OnPolicyConfig, SpecEval, SpecEvalConfig
@@ -73,7 +74,8 @@ class DistillConfig(TrainerConfig):
   reference: str | None = None  # AdaSPEC only: the FKL-distilled reference checkpoint
   loss: str = "fkl"  # fkl | rkl | jsd | tvd | tvdpp | adaspec
   loss_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. {beta: 0.5}, {norm: batch}, {k: 0.4}
-  dtype: str = "float32"  # compute dtype of student and teacher (params keep their own dtype)
+  dtype: str = "auto"  # compute dtype of student and teacher; auto: bfloat16 on GPU/TPU, float32 on CPU
+  # (params and optimizer state keep their own dtype; logits and losses are float32)
   data: DistillDataConfig = DistillDataConfig()
   spec_eval: SpecEvalConfig = SpecEvalConfig()
   on_policy: OnPolicyConfig = OnPolicyConfig()
@@ -143,6 +145,7 @@ def distill(cfg: DistillConfig, out: str | Path, stop_at: int | None = None) -> 
   from specjax.data.distill_data import check_same_target, load_distill_data
 
   out = Path(out)
+  cfg = dataclasses.replace(cfg, dtype=resolve_dtype(cfg.dtype))  # once, as run_config.json records it
   target_path = _require(cfg.target, "target", "set target=PATH to the target's specjax checkpoint")
   student_path = _require(cfg.student, "student", "set student=PATH to a pretrained drafter checkpoint")
   data_path = _require(cfg.data.path, "data.path", "set data.path=DIR to a `specjax make-data` output")

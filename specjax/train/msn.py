@@ -20,6 +20,7 @@ import dataclasses
 from pathlib import Path
 
 from specjax.errors import SpecjaxError
+from specjax.models.config import resolve_dtype
 from specjax.train.distill import DistillDataConfig
 from specjax.train.loop import LoopResult
 from specjax.train.trainer import Trainer, TrainerConfig
@@ -31,7 +32,7 @@ class MsnConfig(TrainerConfig):
 
   model: str | None = None  # the specjax checkpoint to fine-tune (e.g. the imported target)
   span: int = 5  # L: noised tokens per example
-  dtype: str = "float32"  # compute dtype
+  dtype: str = "auto"  # compute dtype; auto: bfloat16 on GPU/TPU, float32 on CPU (params keep their dtype)
   remat: bool = False
   data: DistillDataConfig = DistillDataConfig()
 
@@ -75,6 +76,7 @@ def msn_train(cfg: MsnConfig, out: str | Path, stop_at: int | None = None) -> Lo
   from specjax.data.distill_data import load_distill_data
 
   out = Path(out)
+  cfg = dataclasses.replace(cfg, dtype=resolve_dtype(cfg.dtype))  # once, as run_config.json records it
   if not cfg.model:
     raise SpecjaxError("model is not set; set model=PATH to the specjax checkpoint to fine-tune")
   if not cfg.data.path:

@@ -23,6 +23,7 @@ import numpy as np
 from specjax.data.corpus import DataConfig, build_token_store
 from specjax.data.packing import PackedBatches
 from specjax.errors import SpecjaxError
+from specjax.models.config import resolve_dtype
 from specjax.models.llama import LlamaConfig
 from specjax.models.presets import get_preset
 from specjax.train.loop import LoopResult
@@ -38,8 +39,8 @@ class ModelSection:
 
   preset: str | None = "drafter-s"
   fields: dict[str, Any] = dataclasses.field(default_factory=dict)  # LlamaConfig fields
-  dtype: str = "float32"  # compute dtype (bfloat16 for mixed precision)
-  param_dtype: str = "float32"
+  dtype: str = "auto"  # compute dtype; auto: bfloat16 on GPU/TPU, float32 on CPU (`resolve_dtype`)
+  param_dtype: str = "float32"  # parameters and optimizer state
   remat: bool = False
   init_from: str | None = None  # start from the params of this specjax checkpoint (same shapes)
   init_embed: Literal["random", "pca", "projection"] = "random"  # see specjax.train.embed_init
@@ -60,7 +61,7 @@ class PretrainConfig(TrainerConfig):
 def model_config(section: ModelSection) -> LlamaConfig:
   base = get_preset(section.preset).to_dict() if section.preset else {}
   base.update(section.fields)
-  base.update(dtype=section.dtype, param_dtype=section.param_dtype, remat=section.remat)
+  base.update(dtype=resolve_dtype(section.dtype), param_dtype=section.param_dtype, remat=section.remat)
   if section.head_ids_from:
     from specjax.data.vocab_map import read_vocab_map
 
@@ -133,6 +134,8 @@ def pretrain(cfg: PretrainConfig, out: str | Path, stop_at: int | None = None) -
   from specjax.checkpoint.orbax_io import save_checkpoint
 
   out = Path(out)
+  # The compute dtype resolved once, as run_config.json records it (a resume must compute alike).
+  cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, dtype=resolve_dtype(cfg.model.dtype)))
   if cfg.tokenizer is None:
     raise SpecjaxError(
       "no tokenizer: set tokenizer=PATH to the target's specjax checkpoint folder "
@@ -157,7 +160,8 @@ def pretrain(cfg: PretrainConfig, out: str | Path, stop_at: int | None = None) -
 
   def export(final, params, steps):
     meta = {"source": "specjax pretrain", "steps": steps, "corpus": cfg.data.source}
-    save_checkpoint(final, mcfg.replace(remat=False), params, tokenizer=tokenizer, meta=meta)
+    # Saved with float32 compute like an imported checkpoint: whoever runs it chooses its own (`--dtype`).
+    save_checkpoint(final, mcfg.replace(remat=False, dtype="float32"), params, tokenizer=tokenizer, meta=meta)
 
   return trainer.run(
     data,
