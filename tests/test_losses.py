@@ -262,7 +262,7 @@ def test_registry_and_make_loss():
   s, t, mask = _logits(0), _logits(1), _mask()
   fn = distill.make_loss("jsd", beta=0.2)
   chex.assert_trees_all_close(fn(s, t, mask)[0], distill.jsd(s, t, mask, beta=0.2)[0])
-  assert distill.loss_options("tvdpp") == ["norm", "eps"]
+  assert distill.loss_options("tvdpp") == ["norm", "eps", "chunk"]
   with pytest.raises(SpecjaxError, match="unknown distillation loss"):
     distill.make_loss("kl")
   with pytest.raises(SpecjaxError, match="no option"):

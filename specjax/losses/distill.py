@@ -34,12 +34,21 @@ Definitions (docs/algorithms.md#distillation-losses, docs/algorithms.md#adaspec)
   sigma_t = sqrt(m_t (1 - m_t))), "batch" (q-weighted over all counted positions and the vocabulary:
   mu = mean_t m_t, sigma = sqrt(mu (1 - mu)), exact because r is binary), "sampled" (one token y_t per
   position, either the explicit `sample_tokens` [B, T] (e.g. the data token) or, when those are not
-  given, y_t ~ q_t drawn with `rng`; mu and sigma are the mean and standard deviation of r(y_t) over the
+  given, y_t ~ q_t drawn with `rng`, each position with its own key `jax.random.split(rng, (B, T))[b, t]`
+  so that the draws do not depend on `chunk`; mu and sigma are the mean and standard deviation of r(y_t) over the
   counted positions, and L_t = - sg(A_t) log q_t(y_t)), or "none" (mu = 0, sigma = 1).
   The reported `loss` is the surrogate; `metrics["tvd"]` is the true TVD.
 - `adaspec`: selective KD (Hu et al. 2025). Per counted token L_d = KL(p || q_draft), L_r = KL(p || q_ref),
   gap = L_d - L_r; keep the tokens with gap >= quantile(gap over the counted tokens, 1 - k) (linear
   interpolation like `torch.quantile`, ties kept); loss = sum of the kept L_d / number of counted tokens.
+
+Memory: every loss takes `chunk` (default `CHUNK` = 256; 0 = all at once) and computes its per-position
+values `chunk` positions of the length axis at a time, every row at once, each chunk under
+`jax.checkpoint` (`per_position`). No float32 [B, T, V] array (log-softmaxes, TVD++'s reward and
+advantage) is formed or kept for the backward pass beyond the logits and their gradient: at B x T =
+16 x 2048 and V = 128,256 each such array is 16.8 GB. What couples positions (the batch's mu and sigma,
+AdaSPEC's quantile) is computed afterwards from [B, T] per-position values, so the loss, its metrics and
+its gradient do not depend on `chunk` (beyond float rounding).
 
 `REGISTRY` maps names to `Loss` records: the function, its option checks and what it needs per call
 (a reference model's logits, the step's rng), which is all a trainer reads about a loss. `LOSSES` maps
@@ -63,6 +72,48 @@ from specjax.errors import SpecjaxError
 
 Metrics = dict[str, jax.Array]
 TVDPP_NORMS = ("position", "batch", "sampled", "none")
+# Positions of each row per chunk. At B = 2 rows a device and V = 128,256 a chunk's [2, 256, V] float32
+# array is 263 MB (and 16 rows on one device: 2.1 GB). 0: the whole length in one piece.
+CHUNK = 256
+
+
+def _check_chunk(chunk: Any) -> int:
+  if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0:
+    raise SpecjaxError(
+      f"chunk must be a whole number >= 0 (positions of each row per chunk; 0 = all at once), got {chunk!r}"
+    )
+  return chunk
+
+
+def per_position(fn: Callable[..., dict], arrays: tuple, chunk: int = CHUNK) -> dict[str, Float[Array, "B T"]]:
+  """`fn(*arrays)` computed `chunk` positions of the length axis at a time, every row at once.
+
+  `fn` maps arrays [B, c, ...] (the same c positions of each) to a dict of per-position arrays [B, c];
+  the result is that dict over all T positions. Each chunk is a `jax.checkpoint`ed call inside
+  `lax.map`, so neither the forward nor the backward pass holds more than one chunk's [B, c, V]
+  intermediates: the backward pass recomputes them from the logits. Chunks run along T, not the
+  flattened B x T, so the batch axis keeps its sharding. When `chunk` does not divide T the last chunk
+  starts at T - chunk and overlaps the one before it; its first positions are dropped (they are
+  computed twice, to identical values). `chunk` 0 or >= T: one plain call (nothing recomputed).
+  """
+  chunk = _check_chunk(chunk)
+  T = arrays[0].shape[1]
+  if not chunk or chunk >= T:
+    return fn(*arrays)
+  n = -(-T // chunk)
+  starts = jnp.minimum(jnp.arange(n, dtype=jnp.int32) * chunk, T - chunk)
+
+  @jax.checkpoint
+  def one(start):
+    return fn(*(jax.lax.dynamic_slice_in_dim(x, start, chunk, axis=1) for x in arrays))
+
+  tail = T - (n - 1) * chunk  # positions of the last chunk that no earlier chunk covered
+
+  def join(y):  # [n, B, c, ...] -> [B, T, ...]
+    head = jnp.moveaxis(y[:-1], 0, 1).reshape(y.shape[1], (n - 1) * chunk, *y.shape[3:])
+    return jnp.concatenate([head, y[-1][:, chunk - tail :]], axis=1)
+
+  return jax.tree.map(join, jax.lax.map(one, starts))
 
 
 def _log_probs(logits: ArrayLike, frozen: bool) -> Float[Array, "B T V"]:
@@ -83,8 +134,7 @@ def _prepare(student_logits, teacher_logits, mask):
   m = jnp.asarray(mask)
   if m.shape != s.shape[:-1]:
     raise SpecjaxError(f"mask shape {m.shape} must be the logits shape without the vocabulary axis {s.shape[:-1]}")
-  counted = m != 0
-  return _log_probs(s, frozen=False), _log_probs(t, frozen=True), counted
+  return s, t, m != 0
 
 
 def _masked_mean(per_token: Float[Array, "B T"], counted) -> jax.Array:
@@ -104,27 +154,54 @@ def _acceptance(log_q, log_p) -> Float[Array, "B T"]:
   return jax.lax.stop_gradient(jnp.sum(jnp.exp(jnp.minimum(log_q, log_p)), axis=-1))
 
 
-def _finish(per_token, log_q, log_p, counted, **extra) -> tuple[jax.Array, Metrics]:
+def acceptance(student_logits, teacher_logits, teacher_lse=None, chunk: int = CHUNK) -> Float[Array, "B T"]:
+  """Teacher-forced expected acceptance sum_v min(p, q) at each position [B, T], without gradient.
+
+  q = softmax(student_logits); p = softmax(teacher_logits), or exp(teacher_logits - teacher_lse) when the
+  teacher's normaliser `teacher_lse` [B, T] is given (the true p of a reduced-vocabulary draft's columns,
+  whose sum is below 1). Computed `chunk` positions at a time (`per_position`).
+  """
+
+  def stats(s, t, *lse):
+    log_q = _log_probs(s, frozen=True)
+    log_p = _log_probs(t, frozen=True) if not lse else jax.lax.stop_gradient(t.astype(jnp.float32) - lse[0][..., None])
+    return {"acceptance": _acceptance(log_q, log_p)}
+
+  arrays = (student_logits, teacher_logits) + (() if teacher_lse is None else (teacher_lse,))
+  return per_position(stats, arrays, chunk)["acceptance"]
+
+
+def _finish(per_token, accept, counted, **extra) -> tuple[jax.Array, Metrics]:
   loss = _masked_mean(per_token, counted)
   metrics = {
     "loss": loss,
-    "expected_acceptance": _masked_mean(_acceptance(log_q, log_p), counted),
+    "expected_acceptance": _masked_mean(accept, counted),
     "num_tokens": jnp.sum(counted).astype(jnp.float32),
   }
   metrics.update({k: jax.lax.stop_gradient(jnp.asarray(v, jnp.float32)) for k, v in extra.items()})
   return loss, metrics
 
 
-def fkl(student_logits, teacher_logits, mask) -> tuple[jax.Array, Metrics]:
+def _divergence(per_token: Callable, student_logits, teacher_logits, mask, chunk: int) -> tuple[jax.Array, Metrics]:
+  """A loss whose per-position value is `per_token(log_q, log_p)` (a divergence of q and p)."""
+  s, t, counted = _prepare(student_logits, teacher_logits, mask)
+
+  def stats(s, t):
+    log_q, log_p = _log_probs(s, frozen=False), _log_probs(t, frozen=True)
+    return {"loss": per_token(log_q, log_p), "acceptance": _acceptance(log_q, log_p)}
+
+  out = per_position(stats, (s, t), chunk)
+  return _finish(out["loss"], out["acceptance"], counted)
+
+
+def fkl(student_logits, teacher_logits, mask, chunk: int = CHUNK) -> tuple[jax.Array, Metrics]:
   """Forward KL, sum_v p log(p / q), averaged over counted tokens."""
-  log_q, log_p, counted = _prepare(student_logits, teacher_logits, mask)
-  return _finish(_kl(log_p, log_q), log_q, log_p, counted)
+  return _divergence(lambda log_q, log_p: _kl(log_p, log_q), student_logits, teacher_logits, mask, chunk)
 
 
-def rkl(student_logits, teacher_logits, mask) -> tuple[jax.Array, Metrics]:
+def rkl(student_logits, teacher_logits, mask, chunk: int = CHUNK) -> tuple[jax.Array, Metrics]:
   """Reverse KL, sum_v q log(q / p), averaged over counted tokens."""
-  log_q, log_p, counted = _prepare(student_logits, teacher_logits, mask)
-  return _finish(_kl(log_q, log_p), log_q, log_p, counted)
+  return _divergence(_kl, student_logits, teacher_logits, mask, chunk)
 
 
 def _check_beta(beta: float) -> float:
@@ -133,7 +210,7 @@ def _check_beta(beta: float) -> float:
   return float(beta)
 
 
-def jsd(student_logits, teacher_logits, mask, beta: float = 0.5) -> tuple[jax.Array, Metrics]:
+def jsd(student_logits, teacher_logits, mask, beta: float = 0.5, chunk: int = CHUNK) -> tuple[jax.Array, Metrics]:
   """Generalised JSD (GKD form), beta KL(p||m) + (1-beta) KL(q||m) with m = beta p + (1-beta) q.
 
   Args:
@@ -142,23 +219,30 @@ def jsd(student_logits, teacher_logits, mask, beta: float = 0.5) -> tuple[jax.Ar
     mask: [B, T], nonzero for counted tokens.
     beta: weight of the teacher in the mixture, in [0, 1]. beta = 0 is FKL and beta = 1 is RKL (the limits
       of the rescaled divergence; the unscaled one is identically zero there).
+    chunk: positions of each row per chunk (`per_position`).
   """
   beta = _check_beta(beta)
   if beta == 0.0:
-    return fkl(student_logits, teacher_logits, mask)
+    return fkl(student_logits, teacher_logits, mask, chunk)
   if beta == 1.0:
-    return rkl(student_logits, teacher_logits, mask)
-  log_q, log_p, counted = _prepare(student_logits, teacher_logits, mask)
-  log_m = jnp.logaddexp(log_p + jnp.log(beta), log_q + jnp.log1p(-beta))
-  per_token = beta * _kl(log_p, log_m) + (1.0 - beta) * _kl(log_q, log_m)
-  return _finish(per_token, log_q, log_p, counted)
+    return rkl(student_logits, teacher_logits, mask, chunk)
+
+  def per_token(log_q, log_p):
+    log_m = jnp.logaddexp(log_p + jnp.log(beta), log_q + jnp.log1p(-beta))
+    return beta * _kl(log_p, log_m) + (1.0 - beta) * _kl(log_q, log_m)
+
+  return _divergence(per_token, student_logits, teacher_logits, mask, chunk)
 
 
-def tvd(student_logits, teacher_logits, mask) -> tuple[jax.Array, Metrics]:
+def tvd(student_logits, teacher_logits, mask, chunk: int = CHUNK) -> tuple[jax.Array, Metrics]:
   """Total variation distance, 1/2 sum_v |p - q|, averaged over counted tokens."""
-  log_q, log_p, counted = _prepare(student_logits, teacher_logits, mask)
-  per_token = 0.5 * jnp.sum(jnp.abs(jnp.exp(log_p) - jnp.exp(log_q)), axis=-1)
-  return _finish(per_token, log_q, log_p, counted)
+  return _divergence(
+    lambda log_q, log_p: 0.5 * jnp.sum(jnp.abs(jnp.exp(log_p) - jnp.exp(log_q)), axis=-1),
+    student_logits,
+    teacher_logits,
+    mask,
+    chunk,
+  )
 
 
 def _check_norm(norm: str) -> str:
@@ -167,12 +251,22 @@ def _check_norm(norm: str) -> str:
   return norm
 
 
+def _draw(keys, log_q: Float[Array, "B T V"]) -> jax.Array:
+  """One y ~ q per position, each with its own key (so the draw does not depend on the chunking)."""
+  return jax.vmap(jax.vmap(jax.random.categorical))(keys, jax.lax.stop_gradient(log_q))
+
+
+def _pick(x: Float[Array, "B T V"], y) -> Float[Array, "B T"]:
+  return jnp.take_along_axis(x, y[..., None], axis=-1)[..., 0]
+
+
 def tvdpp(
   student_logits,
   teacher_logits,
   mask,
   norm: str = "position",
   eps: float = 1e-6,
+  chunk: int = CHUNK,
   sample_tokens: ArrayLike | None = None,
   rng: jax.Array | None = None,
 ) -> tuple[jax.Array, Metrics]:
@@ -185,57 +279,71 @@ def tvdpp(
     norm: "position", "batch", "sampled" or "none" (mu = 0, sigma = 1: the gradient is exactly TVD's);
       see the module docstring.
     eps: added to sigma before dividing (sigma is 0 when the student equals the teacher).
+    chunk: positions of each row per chunk (`per_position`). "batch" needs only per-position sums inside a
+      chunk: with the batch's mu and sigma constants, L_t = -(sum_v q r log q - mu sum_v q log q) / (sigma
+      + eps).
     sample_tokens: [B, T] int, only for norm="sampled": the token scored at each position (e.g. the data's
       next token). Takes precedence over `rng`.
-    rng: PRNG key, only for norm="sampled" without `sample_tokens`: draws y_t ~ q_t.
+    rng: PRNG key, only for norm="sampled" without `sample_tokens`: draws y_t ~ q_t, position (b, t) with
+      the key `jax.random.split(rng, (B, T))[b, t]`, whatever the chunking.
 
   Returns:
     (surrogate loss, metrics with "tvd", "reward_mean" (mu), "reward_std" (sigma) and the usual ones).
   """
   norm = _check_norm(norm)
-  log_q, log_p, counted = _prepare(student_logits, teacher_logits, mask)
+  s, t, counted = _prepare(student_logits, teacher_logits, mask)
   n = jnp.maximum(jnp.sum(counted), 1).astype(jnp.float32)
-  q_sg = jax.lax.stop_gradient(jnp.exp(log_q))
-  reward = (log_p > jax.lax.stop_gradient(log_q)).astype(jnp.float32)  # [B, T, V]
-  true_tvd = 0.5 * jnp.sum(jnp.abs(jnp.exp(log_p) - q_sg), axis=-1)
+  extra = ()
   if norm == "sampled":
     if sample_tokens is None:
       if rng is None:
         raise SpecjaxError("tvdpp norm='sampled' needs sample_tokens [B, T] or an rng key to sample from the draft")
-      y = jax.random.categorical(rng, jax.lax.stop_gradient(log_q), axis=-1)
+      extra = (jax.random.split(rng, counted.shape),)
     else:
       y = jnp.asarray(sample_tokens).astype(jnp.int32)
       if y.shape != counted.shape:
         raise SpecjaxError(f"sample_tokens shape {y.shape} must equal the mask shape {counted.shape}")
-    r_y = jnp.take_along_axis(reward, y[..., None], axis=-1)[..., 0]  # [B, T]
-    logq_y = jnp.take_along_axis(log_q, y[..., None], axis=-1)[..., 0]
+      extra = (y,)
+
+  def stats(s, t, *y):
+    log_q, log_p = _log_probs(s, frozen=False), _log_probs(t, frozen=True)
+    q_sg = jax.lax.stop_gradient(jnp.exp(log_q))
+    reward = (log_p > jax.lax.stop_gradient(log_q)).astype(jnp.float32)  # [B, c, V]
+    out = {"tvd": 0.5 * jnp.sum(jnp.abs(jnp.exp(log_p) - q_sg), axis=-1), "acceptance": _acceptance(log_q, log_p)}
+    if norm == "sampled":
+      y = y[0] if sample_tokens is not None else _draw(y[0], log_q)
+      return dict(out, reward=_pick(reward, y), logq=_pick(log_q, y))
+    m_t = jnp.sum(q_sg * reward, axis=-1)  # q-weighted mean reward at each position
+    if norm == "none":
+      return dict(out, loss=-jnp.sum(q_sg * reward * log_q, axis=-1))
+    if norm == "batch":
+      return dict(out, m=m_t, qr_logq=jnp.sum(q_sg * reward * log_q, axis=-1), q_logq=jnp.sum(q_sg * log_q, axis=-1))
+    sigma = jnp.sqrt(jnp.clip(m_t * (1.0 - m_t), 0.0))
+    adv = jax.lax.stop_gradient((reward - m_t[..., None]) / (sigma[..., None] + eps))
+    return dict(out, loss=-jnp.sum(q_sg * adv * log_q, axis=-1), mu=m_t, sigma=sigma)
+
+  out = per_position(stats, (s, t) + extra, chunk)
+  true_tvd = _masked_mean(out["tvd"], counted)
+  if norm == "sampled":
+    r_y = out["reward"]
     mu = jnp.sum(jnp.where(counted, r_y, 0.0)) / n
     sigma = jnp.sqrt(jnp.sum(jnp.where(counted, (r_y - mu) ** 2, 0.0)) / n)
     adv = jax.lax.stop_gradient((r_y - mu) / (sigma + eps))
-    per_token = -adv * logq_y
-    return _finish(
-      per_token, log_q, log_p, counted, tvd=_masked_mean(true_tvd, counted), reward_mean=mu, reward_std=sigma
-    )
-  m_t = jnp.sum(q_sg * reward, axis=-1)  # [B, T]: q-weighted mean reward at each position
+    return _finish(-adv * out["logq"], out["acceptance"], counted, tvd=true_tvd, reward_mean=mu, reward_std=sigma)
+  if norm == "batch":
+    mu = jax.lax.stop_gradient(jnp.sum(jnp.where(counted, out["m"], 0.0)) / n)
+    sigma = jnp.sqrt(jnp.clip(mu * (1.0 - mu), 0.0))
+    per_token = -(out["qr_logq"] - mu * out["q_logq"]) / (sigma + eps)
+    return _finish(per_token, out["acceptance"], counted, tvd=true_tvd, reward_mean=mu, reward_std=sigma)
   if norm == "none":
-    mu, sigma = jnp.zeros_like(m_t), jnp.ones_like(m_t)
-  elif norm == "position":
-    mu, sigma = m_t, jnp.sqrt(jnp.clip(m_t * (1.0 - m_t), 0.0))
-  else:  # batch
-    mu_b = jnp.sum(jnp.where(counted, m_t, 0.0)) / n
-    mu = jnp.full_like(m_t, mu_b)
-    sigma = jnp.full_like(m_t, jnp.sqrt(jnp.clip(mu_b * (1.0 - mu_b), 0.0)))
-  if norm == "none":
-    adv = reward
+    mu, sigma = jnp.zeros(counted.shape), jnp.ones(counted.shape)
   else:
-    adv = (reward - mu[..., None]) / (sigma[..., None] + eps)
-  per_token = -jnp.sum(q_sg * jax.lax.stop_gradient(adv) * log_q, axis=-1)
+    mu, sigma = out["mu"], out["sigma"]
   return _finish(
-    per_token,
-    log_q,
-    log_p,
+    out["loss"],
+    out["acceptance"],
     counted,
-    tvd=_masked_mean(true_tvd, counted),
+    tvd=true_tvd,
     reward_mean=_masked_mean(mu, counted),
     reward_std=_masked_mean(sigma, counted),
   )
@@ -269,7 +377,9 @@ def masked_quantile(values: Float[Array, "B T"], counted, q: float) -> jax.Array
   return jnp.where(n > 0, out, jnp.inf)
 
 
-def adaspec(student_logits, teacher_logits, mask, reference_logits, k: float = 0.4) -> tuple[jax.Array, Metrics]:
+def adaspec(
+  student_logits, teacher_logits, mask, reference_logits, k: float = 0.4, chunk: int = CHUNK
+) -> tuple[jax.Array, Metrics]:
   """AdaSPEC selective KD: forward KL on the top-k fraction of counted tokens by the gap L_d - L_r.
 
   Args:
@@ -279,31 +389,41 @@ def adaspec(student_logits, teacher_logits, mask, reference_logits, k: float = 0
     reference_logits: [B, T, V] logits of the frozen reference model (FKL-distilled from the same
       pretrained checkpoint; no gradient).
     k: the fraction kept, a Python number in (0, 1].
+    chunk: positions of each row per chunk (`per_position`): L_d and L_r are computed per chunk, the
+      quantile and the selection on the per-token [B, T] values.
 
   Returns:
     (sum of kept L_d / number of counted tokens, metrics with "kept_fraction", "threshold",
     "reference_acceptance", "gap_mean", "fkl" (the mean L_d over all counted tokens) and the usual ones).
   """
   k = _check_k(k)
-  log_q, log_p, counted = _prepare(student_logits, teacher_logits, mask)
+  s, t, counted = _prepare(student_logits, teacher_logits, mask)
   ref = jnp.asarray(reference_logits)
-  if ref.shape != jnp.shape(student_logits):
-    raise SpecjaxError(f"reference logits {ref.shape} must have the student's shape {jnp.shape(student_logits)}")
-  log_r = _log_probs(ref, frozen=True)
-  l_d = _kl(log_p, log_q)
-  l_r = _kl(log_p, log_r)
-  gap = jax.lax.stop_gradient(l_d) - l_r
+  if ref.shape != s.shape:
+    raise SpecjaxError(f"reference logits {ref.shape} must have the student's shape {s.shape}")
+
+  def stats(s, t, r):
+    log_q, log_p, log_r = _log_probs(s, frozen=False), _log_probs(t, frozen=True), _log_probs(r, frozen=True)
+    return {
+      "l_d": _kl(log_p, log_q),
+      "l_r": _kl(log_p, log_r),
+      "acceptance": _acceptance(log_q, log_p),
+      "reference_acceptance": _acceptance(log_r, log_p),
+    }
+
+  out = per_position(stats, (s, t, ref), chunk)
+  l_d = out["l_d"]
+  gap = jax.lax.stop_gradient(l_d) - out["l_r"]
   threshold = masked_quantile(gap, counted, 1.0 - k)
   keep = counted & (gap >= threshold)
   n = jnp.sum(counted)
   return _finish(
     jnp.where(keep, l_d, 0.0),
-    log_q,
-    log_p,
+    out["acceptance"],
     counted,
     kept_fraction=jnp.sum(keep) / jnp.maximum(n, 1),
     threshold=jnp.where(n > 0, threshold, 0.0),
-    reference_acceptance=_masked_mean(_acceptance(log_r, log_p), counted),
+    reference_acceptance=_masked_mean(out["reference_acceptance"], counted),
     gap_mean=_masked_mean(gap, counted),
     fkl=_masked_mean(l_d, counted),
   )
@@ -347,18 +467,25 @@ class Loss:
 
 
 def _checks(**validators: Callable[[Any], Any]) -> Callable[[dict[str, Any]], dict[str, Any]]:
-  """A `Loss.validate` that runs one check per option present."""
+  """A `Loss.validate` that runs one check per option present (`chunk` is checked for every loss)."""
+  validators = dict(validators, chunk=_check_chunk)
   return lambda options: {k: validators[k](v) if k in validators else v for k, v in options.items()}
+
+
+def chunk_of(options: dict[str, Any]) -> int:
+  """The `chunk` of a loss's static options (`CHUNK` when not set), checked: what a trainer uses for the
+  metrics it computes beside the loss (`acceptance`)."""
+  return _check_chunk(options.get("chunk", CHUNK))
 
 
 _PER_CALL = ("sample_tokens", "rng", "reference_logits")
 REGISTRY: dict[str, Loss] = {
   loss.name: loss
   for loss in (
-    Loss("fkl", fkl),
-    Loss("rkl", rkl),
+    Loss("fkl", fkl, validate=_checks()),
+    Loss("rkl", rkl, validate=_checks()),
     Loss("jsd", jsd, validate=_checks(beta=_check_beta)),
-    Loss("tvd", tvd),
+    Loss("tvd", tvd, validate=_checks()),
     Loss("tvdpp", tvdpp, needs_rng=True, validate=_checks(norm=_check_norm)),
     Loss("adaspec", adaspec, needs_reference=True, reference_loss="fkl", validate=_checks(k=_check_k)),
   )

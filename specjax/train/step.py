@@ -14,7 +14,8 @@ REUSE CONTRACT (distillation and any other training objective plug in here):
 
 `make_train_step(loss_fn, tx, schedule, mesh, state_shardings, frozen_shardings)` returns
 `step(state, batch, frozen) -> (state, metrics)`; the state is donated. Metrics always include
-`loss`, `grad_norm` and `lr` (the learning rate used by this update).
+`loss`, `grad_norm` and `lr` (the learning rate used by this update). `step.lower(state, batch, frozen)`
+lowers it without running it (abstract arguments are enough), for XLA's memory analysis.
 
 State init follows eval_shape -> logical specs -> shardings -> jit(init, out_shardings):
 `state_shardings(model_cfg, tx, mesh)` then `create_state(...)`.
@@ -194,6 +195,13 @@ def make_train_step(
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
       return jitted(state, batch, frozen)
 
+  def lower(state, batch, frozen=None):
+    """The step lowered for these arguments (ShapeDtypeStructs will do): `.compile().memory_analysis()`
+    is XLA's per-device memory plan of the step, with nothing allocated (`scripts/plan_memory.py`)."""
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      return jitted.lower(state, batch, frozen)
+
+  run.lower = lower
   return run
 
 

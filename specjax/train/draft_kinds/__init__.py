@@ -24,8 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 from specjax.errors import SpecjaxError
+from specjax.losses.distill import CHUNK, Loss, acceptance
 from specjax.losses.distill import REGISTRY as LOSS_REGISTRY
-from specjax.losses.distill import Loss
 from specjax.registry import Registry
 
 BUILTIN = ("decoder", "eagle")  # modules of specjax.train.draft_kinds that register kinds
@@ -136,19 +136,18 @@ def teacher_outputs(student_cfg, target_cfg, features: bool) -> Callable:
   return outputs
 
 
-def kd_term(loss: Loss, fn: Callable, s_logits, t_logits, t_lse, mask, rng, reference_logits=None):
+def kd_term(loss: Loss, fn: Callable, s_logits, t_logits, t_lse, mask, rng, reference_logits=None, chunk=CHUNK):
   """(value, metrics) of the bound loss `fn` with the per-call arrays its record asks for, plus
   `expected_acceptance_full` when `t_lse` (the teacher's full-vocabulary normaliser) is given: the true
-  acceptance of a reduced-vocabulary draft, sum over its K tokens of min(p, q) with p over all tokens."""
-  import jax
+  acceptance of a reduced-vocabulary draft, sum over its K tokens of min(p, q) with p over all tokens,
+  computed `chunk` positions at a time like the loss (`specjax.losses.distill.acceptance`)."""
   import jax.numpy as jnp
 
   full = None
   if t_lse is not None:
-    p_in = jnp.exp(t_logits.astype(jnp.float32) - t_lse[..., None])
-    both = jnp.minimum(jax.lax.stop_gradient(jax.nn.softmax(s_logits.astype(jnp.float32), axis=-1)), p_in)
     m = mask.astype(jnp.float32)
-    full = jnp.sum(jnp.sum(both, axis=-1) * m) / jnp.maximum(jnp.sum(m), 1.0)
+    both = acceptance(s_logits, t_logits, t_lse, chunk)
+    full = jnp.sum(both * m) / jnp.maximum(jnp.sum(m), 1.0)
   extra = {}
   if loss.needs_reference:
     extra["reference_logits"] = reference_logits

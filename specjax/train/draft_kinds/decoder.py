@@ -7,7 +7,7 @@ Speculative evaluation decodes with the "spec" mode.
 
 from __future__ import annotations
 
-from specjax.losses.distill import Loss
+from specjax.losses.distill import Loss, chunk_of
 from specjax.train.draft_kinds import DraftKind, base_metric_keys, kd_term, register, teacher_outputs
 
 
@@ -16,7 +16,7 @@ def objective(student_cfg, target_cfg, loss: Loss, options: dict, settings=None)
   from specjax.models.registry import model_for
 
   del settings
-  fn = loss.bind(**options)
+  fn, chunk = loss.bind(**options), chunk_of(options)
   student = model_for(student_cfg)
   teacher = teacher_outputs(student_cfg, target_cfg, features=False)
 
@@ -25,7 +25,7 @@ def objective(student_cfg, target_cfg, loss: Loss, options: dict, settings=None)
     t_logits, t_lse, _ = teacher(batch, frozen)
     s_logits, _ = student.apply({"params": params}, tokens, positions)
     ref = student.apply({"params": frozen["reference"]}, tokens, positions)[0] if loss.needs_reference else None
-    value, metrics = kd_term(loss, fn, s_logits, t_logits, t_lse, mask, rng, ref)
+    value, metrics = kd_term(loss, fn, s_logits, t_logits, t_lse, mask, rng, ref, chunk)
     return value, dict(metrics, tokens=metrics["num_tokens"])
 
   return loss_fn

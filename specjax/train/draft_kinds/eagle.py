@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 from specjax.errors import SpecjaxError
-from specjax.losses.distill import Loss
+from specjax.losses.distill import Loss, acceptance, chunk_of
 from specjax.train.draft_kinds import DraftKind, base_metric_keys, kd_term, register, teacher_outputs
 
 
@@ -55,7 +55,7 @@ def objective(student_cfg, target_cfg, loss: Loss, options: dict, eagle: EagleTr
   from specjax.models.registry import model_for
 
   eagle = eagle or EagleTrainConfig()
-  fn = loss.bind(**options)
+  fn, chunk = loss.bind(**options), chunk_of(options)
   student = model_for(student_cfg)
   teacher = teacher_outputs(student_cfg, target_cfg, features=True)
   J = eagle.steps
@@ -101,11 +101,11 @@ def objective(student_cfg, target_cfg, loss: Loss, options: dict, eagle: EagleTr
     err = jnp.abs(g.astype(jnp.float32) - feats.astype(jnp.float32))
     smooth = jnp.where(err < 1.0, 0.5 * err * err, err - 0.5).mean(axis=-1)
     feature_loss = jnp.sum(smooth * m) / jnp.maximum(jnp.sum(m), 1.0)
-    value, metrics = kd_term(loss, fn, s_logits, t_logits, t_lse, mask, rng)
+    value, metrics = kd_term(loss, fn, s_logits, t_logits, t_lse, mask, rng, chunk=chunk)
     value = value + eagle.feature_weight * feature_loss
     metrics = dict(metrics, feature_loss=feature_loss)
     if J > 1:  # teacher-forced acceptance of each unrolled step (step 1 reads true features)
-      both = jnp.minimum(jax.nn.softmax(s_logits.astype(jnp.float32), -1), jax.nn.softmax(t_logits, -1)).sum(-1)
+      both = acceptance(s_logits, t_logits, chunk=chunk)  # [B, J T], chunked like the loss
       T = mask.shape[1] // J
       for j in range(J):
         mj = m[:, j * T : (j + 1) * T]
