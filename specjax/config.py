@@ -152,6 +152,25 @@ def config_to_dict(cfg: Any) -> dict:
   return dataclasses.asdict(cfg)
 
 
+def differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+  """The dotted keys at which two JSON-like values differ, sorted, e.g. ['generation.dtype']."""
+  if isinstance(a, dict) and isinstance(b, dict):
+    return [d for k in sorted(set(a) | set(b)) for d in differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+  return [] if a == b else [prefix.rstrip(".")]
+
+
+def with_defaults(recorded: dict, defaults: dict) -> dict:
+  """`recorded` with the keys it lacks taken from `defaults` (nested): a record written before a
+  setting existed is read as having had its default, so adding a setting does not orphan old runs."""
+  out = dict(recorded)
+  for k, v in defaults.items():
+    if k not in out:
+      out[k] = v
+    elif isinstance(out[k], dict) and isinstance(v, dict):
+      out[k] = with_defaults(out[k], v)
+  return out
+
+
 def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> T:
   """Build `cls` from a YAML file (optional) and `key=value` overrides (dotted for nested fields)."""
   data: dict = {}

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from specjax.config import CONFIG_KINDS, config_class, load_config
+from specjax.config import CONFIG_KINDS, config_class, config_to_dict, load_config
 from specjax.errors import SpecjaxError
 from specjax.train.pretrain import PretrainConfig, model_config
 
@@ -46,3 +46,21 @@ def test_training_configs_share_one_trainer_section():
   for kind in CONFIG_KINDS:
     cls = config_class(kind)
     assert issubclass(cls, TrainerConfig) and shared <= {f.name for f in cls.__dataclass_fields__.values()}
+
+
+def test_a_run_recorded_before_a_setting_existed_resumes_at_its_default(tmp_path):
+  import json
+
+  from specjax.train.distill import DistillConfig
+  from specjax.train.trainer import check_run_config
+
+  cfg = DistillConfig(target="t", student="s")
+  record, defaults = config_to_dict(cfg), config_to_dict(DistillConfig())
+  old = {k: v for k, v in record.items() if k != "remat"}  # written before `remat` existed
+  old["data"] = {k: v for k, v in record["data"].items() if k != "eval_examples"}
+  (tmp_path / "run_config.json").write_text(json.dumps(old))
+  check_run_config(tmp_path, record, defaults)  # the missing settings are their defaults: same run
+  with pytest.raises(SpecjaxError, match=r"different config \(keys \['remat'\]\)"):
+    check_run_config(tmp_path, config_to_dict(DistillConfig(target="t", student="s", remat=True)), defaults)
+  with pytest.raises(SpecjaxError, match=r"different config \(keys \['data.eval_examples', 'remat'\]\)"):
+    check_run_config(tmp_path, record)  # without the defaults, the missing settings differ

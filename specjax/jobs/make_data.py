@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from specjax.config import differences
 from specjax.data.distill_data import (
   FINGERPRINT_VERSION,
   FORMAT,
@@ -331,15 +332,8 @@ def _check_same_settings(work: Path, meta: dict, fix: str) -> None:
   if isinstance(generation, dict) and "dtype" not in generation:
     generation["dtype"] = recorded.get("target", {}).get("config", {}).get("dtype", "float32")
   if recorded != now:
-    diff = ", ".join(_differences(recorded, now))
+    diff = ", ".join(differences(recorded, now))
     raise SpecjaxError(f"{work} holds an unfinished make-data run with other settings ({diff}); {fix}")
-
-
-def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
-  """The dotted keys at which two JSON values differ, e.g. ['generation.dtype']."""
-  if isinstance(a, dict) and isinstance(b, dict):
-    return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
-  return [] if a == b else [prefix.rstrip(".")]
 
 
 def _snapshot(work: Path, meta: dict, total: int, shard_size: int, dest: Path) -> Path:

@@ -76,6 +76,8 @@ class DistillConfig(TrainerConfig):
   loss_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. {beta: 0.5}, {norm: batch}, {k: 0.4}
   dtype: str = "auto"  # compute dtype of student and teacher; auto: bfloat16 on GPU/TPU, float32 on CPU
   # (params and optimizer state keep their own dtype; logits and losses are float32)
+  remat: bool = False  # recompute the student's blocks in the backward pass: memory for compute (the 8B
+  # teacher's step at batch 16 x 2048 fits 16 GiB per device with it, scripts/plan_memory.py)
   data: DistillDataConfig = DistillDataConfig()
   spec_eval: SpecEvalConfig = SpecEvalConfig()
   on_policy: OnPolicyConfig = OnPolicyConfig()
@@ -160,7 +162,7 @@ def distill(cfg: DistillConfig, out: str | Path, stop_at: int | None = None) -> 
   draft_kinds.check_settings(kind, cfg, loss, student_path)
   kind.check(cfg, s_saved, t_cfg, student_path, target_path)
   settings = kind.settings(cfg)
-  s_cfg = s_saved.replace(dtype=cfg.dtype, remat=False)
+  s_cfg = s_saved.replace(dtype=cfg.dtype, remat=cfg.remat)
   t_cfg = t_cfg.replace(dtype=cfg.dtype, remat=False)
   ds, meta = load_distill_data(data_path)
   data = ExampleBatches.from_config(ds, cfg.data)  # its settings are checked before anything is written

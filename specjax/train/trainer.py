@@ -25,7 +25,7 @@ from typing import Any
 
 import jax
 
-from specjax.config import config_to_dict
+from specjax.config import config_to_dict, differences, with_defaults
 from specjax.errors import SpecjaxError
 from specjax.fileio import atomic_write_text
 from specjax.parallel.sharding import MeshConfig, batch_divisor, initialize_distributed, make_mesh, put_batch
@@ -55,29 +55,23 @@ class TrainerConfig:
   logging: LogConfig = LogConfig()
 
 
-def check_run_config(out: Path, record: dict) -> None:
-  """Write `out/run_config.json`, or refuse a folder that holds a run with another config."""
+def check_run_config(out: Path, record: dict, defaults: dict | None = None) -> None:
+  """Write `out/run_config.json`, or refuse a folder that holds a run with another config. Settings
+  the saved record lacks (added since it was written) count as their `defaults`."""
   path = out / "run_config.json"
   record = json.loads(json.dumps(record))  # as it reads back (tuples become lists)
   if path.is_file():
     saved = json.loads(path.read_text())
+    if defaults is not None:
+      saved = with_defaults(saved, json.loads(json.dumps(defaults)))
     if saved != record:
-      diff = sorted(_diff_keys(saved, record))
+      diff = differences(saved, record)
       raise SpecjaxError(
         f"{out} holds a run with a different config (keys {diff}); rerun with the same settings to resume, "
         "or use a new --out"
       )
   elif jax.process_index() == 0:
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")
-
-
-def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
-  if isinstance(a, dict) and isinstance(b, dict):
-    keys = []
-    for k in set(a) | set(b):
-      keys += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
-    return keys
-  return [] if a == b else [prefix.rstrip(".")]
 
 
 def held_out_eval(eval_step, batches: list, frozen: Any, mesh, keys=("loss",)) -> Callable[[Any, int], dict]:
@@ -125,7 +119,7 @@ class Trainer:
     call before anything is written to `out`."""
     if cfg.optim.freeze:
       check_freeze(cfg.optim.freeze, list(step_lib.param_specs(model_cfg)))
-    check_run_config(self.out, config_to_dict(cfg))
+    check_run_config(self.out, config_to_dict(cfg), config_to_dict(type(cfg)()))
 
   def param_shardings(self, model_cfg) -> Any:
     """NamedShardings of a model's params on this run's mesh (for frozen teachers and references)."""
