@@ -105,8 +105,10 @@ def measure(args: argparse.Namespace) -> None:
     run_config = Path(args.heldout) / "run_config.json"
     if not run_config.is_file():
       raise SpecjaxError(f"{run_config} is missing; --heldout takes an msn-train run folder")
-    data = DistillDataConfig(**json.loads(run_config.read_text())["data"])
-    _write(out / "heldout.json", {"run": args.heldout, **{n: held_out_loss(p, data) for n, p in models.items()}})
+    saved = json.loads(run_config.read_text())
+    data, dtype = DistillDataConfig(**saved["data"]), saved.get("dtype", "auto")  # the run's held-out rows and dtype
+    losses = {n: held_out_loss(p, data, dtype=dtype) for n, p in models.items()}
+    _write(out / "heldout.json", {"run": args.heldout, "dtype": dtype, **losses})
 
   for suite in [s for s in args.suites.split(",") if s.strip()]:
     texts = None

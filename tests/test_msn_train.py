@@ -106,7 +106,7 @@ def test_bad_span_is_refused_before_the_run_folder_is_written(setup, capsys):
 
 def test_held_out_loss_is_the_runs_eval_loss(msn_run):
   records = [json.loads(line) for line in (msn_run / "metrics.jsonl").read_text().splitlines()]
-  data = DistillDataConfig(**json.loads((msn_run / "run_config.json").read_text())["data"])
-  got = held_out_loss(msn_run / "final", data)
+  saved = json.loads((msn_run / "run_config.json").read_text())
+  got = held_out_loss(msn_run / "final", DistillDataConfig(**saved["data"]), dtype=saved["dtype"])
   assert got["eval_loss"] == pytest.approx(records[-1]["eval_loss"], rel=1e-5)  # the same held-out rows
-  assert got["tokens"] > 0 and got["batches"] == data.eval_batches
+  assert got["tokens"] > 0 and got["batches"] == saved["data"]["eval_batches"]
