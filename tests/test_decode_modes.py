@@ -108,7 +108,7 @@ def test_bench_combinations_follow_the_knobs():
     ("ar", {}),
     ("spec", {g: 2, t: None}), ("spec", {g: 2, t: 0.5}), ("spec", {g: 4, t: None}), ("spec", {g: 4, t: 0.5}),
     ("lookup", {g: 2, n: 1}), ("lookup", {g: 2, n: None}), ("lookup", {g: 4, n: 1}), ("lookup", {g: 4, n: None}),
-    ("jacobi", {}),
+    ("jacobi", {"window": 5}),
   ]  # fmt: skip
   assert [c for c in combinations(["spec"]) if c[0] == "spec"] == [("spec", {g: v, t: None}) for v in (1, 2, 4)]
 

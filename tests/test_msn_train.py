@@ -13,9 +13,11 @@ from specjax.cli import main
 from specjax.data.distill_batches import ExampleBatches
 from specjax.data.distill_data import load_distill_data
 from specjax.data.noise import make_some_noise
+from specjax.errors import SpecjaxError
 from specjax.losses.lm import cross_entropy
 from specjax.models.llama import Llama
-from specjax.train.msn import make_clean_loss, make_msn_loss
+from specjax.train.distill import DistillDataConfig
+from specjax.train.msn import held_out_loss, make_clean_loss, make_msn_loss, msn_inputs
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +78,35 @@ def test_msn_model_decodes_with_jacobi_and_tr_jacobi(msn_run):
   for mode in ("jacobi", "tr-jacobi"):
     run = engine.run(prompts, mode, max_new_tokens=8, batch_size=2, window=3)
     assert [r.tokens for r in run.rows] == [r.tokens for r in ar.rows]  # lossless w.r.t. greedy decoding
+
+
+def test_span_zero_is_the_clean_control(setup):
+  _, model, data = setup
+  ds, _ = load_distill_data(data)
+  batch = {k: jnp.asarray(v) for k, v in ExampleBatches(ds, 8, 48, eval_examples=0).next().items()}
+  ckpt = load_checkpoint(model)
+  rng = jax.random.key(3)
+  np.testing.assert_array_equal(msn_inputs(rng, batch, 0), batch["tokens"])  # no noise: the clean tokens
+  assert int(jnp.sum(msn_inputs(rng, batch, 5) != batch["tokens"])) > 0
+  control, _ = make_msn_loss(ckpt.config, span=0)(ckpt.params, batch, rng, None)
+  clean, _ = make_clean_loss(ckpt.config)(ckpt.params, batch, rng, None)
+  np.testing.assert_allclose(float(control), float(clean), rtol=1e-6)
+  for bad in (-1, True, 2.5):
+    with pytest.raises(SpecjaxError, match="span must be an integer >= 0"):
+      make_msn_loss(ckpt.config, span=bad)
+
+
+def test_bad_span_is_refused_before_the_run_folder_is_written(setup, capsys):
+  root, model, data = setup
+  argv = ["msn-train", "--config", "configs/msn/tiny.yaml", "--out", str(root / "neg"), f"model={model}"]
+  assert main(argv + [f"data.path={data}", "span=-1"]) == 2
+  assert "span must be an integer >= 0" in capsys.readouterr().err
+  assert not (root / "neg").exists()
+
+
+def test_held_out_loss_is_the_runs_eval_loss(msn_run):
+  records = [json.loads(line) for line in (msn_run / "metrics.jsonl").read_text().splitlines()]
+  saved = json.loads((msn_run / "run_config.json").read_text())
+  got = held_out_loss(msn_run / "final", DistillDataConfig(**saved["data"]), dtype=saved["dtype"])
+  assert got["eval_loss"] == pytest.approx(records[-1]["eval_loss"], rel=1e-5)  # the same held-out rows
+  assert got["tokens"] > 0 and got["batches"] == saved["data"]["eval_batches"]

@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from specjax.cli import data, decode, models, train  # noqa: F401  (each registers its subcommands)
+from specjax.cli import data, decode, models, quality, train  # noqa: F401  (each registers its subcommands)
 from specjax.cli.common import COMMANDS
 from specjax.errors import SpecjaxError
 
-SUBJECTS = ("models", "data", "train", "decode")  # the order of `specjax --help`: the job's order
+SUBJECTS = ("models", "data", "train", "decode", "quality")  # the order of `specjax --help`: the job's order
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -235,7 +235,13 @@ def decode_tree(
 @dataclasses.dataclass(frozen=True)
 class JacobiKnobs:
   window: int = modes.knob(
-    5, "Jacobi window: guesses per call", parse=int, check=lambda w: w >= 1, rule="the Jacobi window must be >= 1"
+    5,
+    "Jacobi window: guesses per call",
+    parse=int,
+    sweep=(5,),  # `specjax bench --window 1,2,3,4` runs one window after another beside one `ar`
+    check=lambda w: w >= 1,
+    rule="the Jacobi window must be >= 1",
+    short="W",
   )
 
 

@@ -4,6 +4,7 @@ engine, tok = load_engine("ckpt/target", "ckpt/draft")  # dtype="auto": bfloat16
 ids = encode(tok, ["What is 2 + 2?"], chat=True)
 run = engine.run(ids, "spec", max_new_tokens=64)
 texts = [decode_tokens(tok, r.tokens) for r in run.rows]
+texts = greedy_answers(engine, tok, ["What is 2 + 2?"], max_new_tokens=64)   # the same, in one call
 """
 
 from __future__ import annotations
@@ -95,3 +96,10 @@ def encode(tokenizer, texts: list[str], chat: bool = False) -> list[list[int]]:
 def decode_tokens(tokenizer, tokens: list[int]) -> str:
   """The answer's text, special tokens (EOS) dropped."""
   return tokenizer.decode(tokens, skip_special_tokens=True)
+
+
+def greedy_answers(engine, tokenizer, texts: list[str], max_new_tokens: int, batch_size: int = 1) -> list[str]:
+  """The engine target's greedy (`ar`) answers to `texts`, each sent as one user turn of the chat template:
+  what a model says, for quality checks beside the speed ones."""
+  run = engine.run(encode(tokenizer, texts, chat=True), "ar", max_new_tokens=max_new_tokens, batch_size=batch_size)
+  return [decode_tokens(tokenizer, r.tokens) for r in run.rows]

@@ -8,8 +8,11 @@ modes are skipped at temperature > 0.
 
 Record fields: mode, every knob of every registered mode that the command line sets (None where the mode
 does not read it; the value the decoder ran with, defaults completed, where it does), temperature,
-batch_size, prompts, max_new_tokens, dtype (the models' compute dtype), new_tokens, target_calls, draft_calls, drafted_tokens,
-acceptance_rate, block_efficiency, per_position_acceptance, tokens_per_s, speedup_vs_ar, compile_s, wall_s.
+batch_size, prompts, max_new_tokens, dtype (the models' compute dtype), new_tokens, target_calls, draft_calls,
+drafted_tokens, acceptance_rate, block_efficiency, per_position_acceptance, tokens_per_s, speedup_vs_ar,
+compile_s, wall_s, and `per_prompt`: per prompt, in the prompts' order, its new_tokens, target_calls and
+wall_s (the decode time of the compiled call it ran in; at batch size 1 its own), so that a report can
+resample prompts (bootstrap intervals) without rerunning.
 
 With `repeat` > 1 each combination runs that many times and the fastest run is kept (same seed, so the
 same tokens; the least disturbed timing). speedup_vs_ar divides by the baseline mode's run (target-only
@@ -146,6 +149,7 @@ def bench(
           "compile_s": run.compile_s,
           "wall_s": run.wall_s,
           "swept": list(swept),
+          "per_prompt": [{k: row.metrics[k] for k in ("new_tokens", "target_calls", "wall_s")} for row in run.rows],
         }
         if mode != base or base in modes:
           records.append(rec)
