@@ -18,7 +18,8 @@ the draft's draws, so each round is an exact speculative round of its row's sour
 the target's distribution; greedy output is token-identical to `ar`.
 
 With `trace` each round records its `source` (0 the draft, 1 the context, 2 the datastore: `SOURCES`), its
-proposal count k and the accepted n; `source_rounds` counts the rounds of each source.
+proposal count k and the accepted n; `source_rounds` counts the rounds of each source, and `specjax plan`
+replays every gamma from one traced run (`specjax.eval.plan.hybrid_round`).
 """
 
 from __future__ import annotations
@@ -83,5 +84,6 @@ modes.register(
     draft_kind="eagle",
     reads_datastore=True,
     traced=True,
+    speed_model="hybrid",
   )
 )

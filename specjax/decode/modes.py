@@ -163,8 +163,8 @@ class Mode:
     greedy_only: the mode refuses temperature > 0.
     traced: the decoder records `DecodeResult.trace` when `DecodeSettings.trace` is set.
     baseline: the mode every speed-up is measured against (exactly one: autoregressive decoding).
-    speed_model: which of `specjax plan`'s models predicts its rounds ("draft", "match" or "tree"; None: the
-      planner does not plan it).
+    speed_model: which of `specjax plan`'s models predicts its rounds ("draft", "match", "tree" or "hybrid";
+      None: the planner does not plan it).
   """
 
   name: str
