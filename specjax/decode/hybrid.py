@@ -20,6 +20,10 @@ the target's distribution; greedy output is token-identical to `ar`.
 With `trace` each round records its `source` (0 the draft, 1 the context, 2 the datastore: `SOURCES`), its
 proposal count k and the accepted n; `source_rounds` counts the rounds of each source, and `specjax plan`
 replays every gamma from one traced run (`specjax.eval.plan.hybrid_round`).
+
+A mode of its own rather than a knob of `combined`: combined's loop (`specjax.decode.lookup.point_decode`)
+has no draft and needs a datastore, this one is eagle's loop, whose draft cache bookkeeping it must keep,
+with the datastore optional; the retrieval rule itself is shared (`specjax.decode.datastore.combined`).
 """
 
 from __future__ import annotations
