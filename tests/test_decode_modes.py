@@ -14,7 +14,18 @@ from specjax.decode.tree import TokenTree
 from specjax.errors import SpecjaxError
 from specjax.eval.bench import combinations
 
-BUILTIN = {"ar", "spec", "spec-lookup", "lookup", "jacobi", "tr-jacobi", "eagle", "datastore", "combined"}
+BUILTIN = {
+  "ar",
+  "spec",
+  "spec-lookup",
+  "lookup",
+  "jacobi",
+  "tr-jacobi",
+  "eagle",
+  "datastore",
+  "combined",
+  "eagle-retrieval",
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +46,12 @@ def test_builtin_modes_are_registered():
     "eagle": 4,
     "datastore": 4,
     "combined": 4,
+    "eagle-retrieval": 4,
   }
-  assert {m for m in BUILTIN if modes.get(m).needs_draft} == {"spec", "spec-lookup", "eagle"}
-  assert {m for m in BUILTIN if modes.get(m).draft_kind == "eagle"} == {"eagle"}
+  assert {m for m in BUILTIN if modes.get(m).needs_draft} == {"spec", "spec-lookup", "eagle", "eagle-retrieval"}
+  assert {m for m in BUILTIN if modes.get(m).draft_kind == "eagle"} == {"eagle", "eagle-retrieval"}
   assert {m for m in BUILTIN if modes.get(m).needs_datastore} == {"datastore", "combined"}
+  assert {m for m in BUILTIN if modes.get(m).reads_datastore} == {"eagle-retrieval"}  # when the engine has one
   assert {m for m in BUILTIN if modes.get(m).greedy_only} == {"jacobi", "tr-jacobi"}
   assert modes.baseline().name == "ar"
   assert modes.get("tr-jacobi").make_knobs({}).tree == TokenTree.default()  # completed by the mode
@@ -89,6 +102,8 @@ def test_a_new_mode_is_one_registration(eng):
 
   with pytest.raises(SpecjaxError, match="not declared with modes.knob"):
     Mode(name="x", decode=None, help="", knobs=Plain, lookahead=None)
+  with pytest.raises(SpecjaxError, match="reads_datastore is for draft modes"):
+    Mode(name="x", decode=None, help="", lookahead=None, reads_datastore=True)
 
   @dataclasses.dataclass(frozen=True)
   class OtherGamma:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from decode_util import engine, model, prompts, tiny
+from test_decode_eagle import eagle_pair
 
+from specjax.decode.sampling import SamplingConfig
 from specjax.decode.tree import MC_SIM_7B_63, TokenTree
 from specjax.errors import SpecjaxError
 from specjax.eval.plan import (
   Costs,
   Workload,
+  applicable,
   expected_tokens,
+  hybrid_round,
   lookup_round,
   plan,
   predicted_seconds,
@@ -85,6 +89,22 @@ def test_lookup_replay():
   assert lookup_round([one], 4, 2, costs) == pytest.approx((np.mean([5, 1, 1]), np.mean([3, 1, 1])))
 
 
+def test_hybrid_replay():
+  # Two rows, three rounds of eagle-retrieval traced at gamma 3: source 0 drafted, 1 and 2 retrieved.
+  source = np.array([[0, 1, 2], [1, 0, 0]])
+  n = np.array([[2, 3, 1], [0, 1, 0]])
+  active = np.array([[True, True, True], [True, True, False]])
+  trace = {"source": source, "n": n, "active": active}
+  costs = Costs(target={w: 100.0 * w for w in range(1, 5)}, draft={1: 10.0, 2: 1.0, 3: 2.0, 4: 3.0})
+  # gamma 3: tokens min(n, 3) + 1; iterations 0 and 1 have a drafting row (catch-up + 2 one-token calls),
+  # iteration 2 only a retrieving one (the catch-up alone); every verification is 4 wide.
+  tokens, seconds = hybrid_round([trace], 3, costs)
+  assert tokens == pytest.approx(np.mean([3, 4, 2, 1, 2]))
+  assert seconds == pytest.approx(np.mean([3 + 20 + 400, 3 + 20 + 400, 3 + 400]))
+  # gamma 1: one token proposed, no one-token draft calls, a 2-token catch-up and verification.
+  assert hybrid_round([trace], 1, costs) == pytest.approx((np.mean([2, 2, 2, 1, 2]), 1 + 200))
+
+
 def test_tree_replay_and_pruning():
   trees = pruned_trees()
   assert [t.num_nodes for t in trees] == [5, 9, 13, 21, 37, 68]
@@ -137,6 +157,25 @@ def test_plan_end_to_end():
   text = table(report)
   assert "recommended:" in text and "pred x" in text and "nodes=68" in text and "nmin=3" in text
   assert any("measuring" in line for line in lines)
+
+
+def test_plan_eagle_retrieval():
+  eng = engine(*eagle_pair())
+  assert "eagle-retrieval" in applicable(eng, SamplingConfig()) and "spec" not in applicable(eng, SamplingConfig())
+  report = plan(
+    eng, prompts([5, 9], vocab=16), max_new_tokens=12, modes=("eagle-retrieval",), gammas=(1, 2), thresholds=(),
+    ngram=2, ngram_min=1, repeat=1, runs_per_setting=1, log=lambda line: None,
+  )  # fmt: skip
+  rows = {(r["mode"], r["gamma"], r["ngram_min"]): r for r in report["rows"]}
+  assert set(rows) == {("ar", None, None), ("eagle-retrieval", 1, 1), ("eagle-retrieval", 2, 1)}
+  assert "measured_speedup" not in rows[("eagle-retrieval", 1, 1)]  # predicted from the gamma 2 run
+  for g in (1, 2):
+    r = rows[("eagle-retrieval", g, 1)]
+    assert 1 <= r["tokens_per_round"] <= g + 1 and r["predicted_tokens_per_s"] > 0
+  # greedy: the replay is the traced run's own rounds, but for a last round cut at max_new_tokens
+  traced = rows[("eagle-retrieval", 2, 1)]
+  assert traced["tokens_per_round"] == pytest.approx(traced["measured_tokens_per_round"], abs=0.3)
+  assert set(report["costs"]["draft"]) == {1, 2, 3}  # one-token calls and the catch-ups of gamma 1 and 2
 
 
 def test_plan_refusals():

@@ -38,7 +38,10 @@ def _check_modes(names: list[str]) -> None:
 def _decode_args(p: argparse.ArgumentParser, bench: bool) -> None:
   p.add_argument("--target", required=True, help="target model checkpoint folder")
   p.add_argument("--draft", help="draft model checkpoint folder (same tokenizer as the target)")
-  p.add_argument("--datastore", help="a `specjax datastore` folder (for --mode datastore)")
+  p.add_argument(
+    "--datastore",
+    help="a `specjax datastore` folder (for --mode datastore and combined; eagle-retrieval reads one if given)",
+  )
   if bench:
     p.add_argument("--prompts", required=True, help=PROMPTS_HELP)
     p.add_argument(

@@ -14,10 +14,11 @@ One target call verifies [cur, y_1..y_k] with the acceptance rule of lookup draf
 (`specjax.decode.lookup.point_decode`: q = one-hot, exact; greedy is token-identical to `ar`); see
 docs/algorithms.md#datastore-drafting.
 
-`combined` runs both retrievals every round: a row proposes the lookup match in its own context
-(`specjax.decode.lookup.lookup`, gamma tokens) or the datastore match, whichever is longer (the context
-on a tie: the row's own text); the proposal is still a function of the committed sequence, so the
-acceptance is the same and as exact.
+`combined` runs both retrievals every round (`combined`): a row proposes the lookup match in its own
+context (`specjax.decode.lookup.lookup`, gamma tokens) or the datastore match, whichever is longer (the
+context on a tie: the row's own text); the proposal is still a function of the committed sequence, so
+the acceptance is the same and as exact. `eagle-retrieval` (`specjax.decode.hybrid`) adds an EAGLE
+draft for the rows where neither match is long enough.
 
 The datastore arrays are traced arguments of the compiled decoder (put on the device once per Engine,
 passed where draft modes get the draft's parameters), never constants of the program: a new datastore
@@ -137,17 +138,26 @@ def decode(
   return point_decode(s, params, prompt, prompt_lens, max_new, key, propose)
 
 
+def combined(
+  store: Store, seq: Int[Array, "B S"], length: Int[Array, " B"], gamma: int, ngram: int, ngram_min: int
+) -> tuple[Int[Array, "B G"], Int[Array, " B"], Int[Array, " B"], Array]:
+  """Per row the longer of its lookup match in its own context (`lookup`, G proposals) and its datastore
+  match (`retrieve`), the context on a tie (the row's own text): the proposals [B, G], how many are real
+  (k; 0: neither match is `ngram_min` long), the match length and whether the context's match won."""
+  d_tokens, d_k, d_m = retrieve(store, seq, length, gamma, ngram, ngram_min)
+  c_tokens, c_m = lookup(seq, length, gamma, ngram)
+  context = (c_m >= ngram_min) & (c_m >= d_m)
+  tokens = jnp.where(context[:, None], c_tokens, d_tokens)
+  return tokens, jnp.where(context, gamma, d_k), jnp.where(context, c_m, d_m), context
+
+
 def decode_combined(
   s: DecodeSettings, params, store: Store, prompt: Int[Array, "B P"], prompt_lens, max_new, key
 ) -> DecodeResult:
   """Per row the longer of the lookup match and the datastore match proposes; see the module docstring."""
 
   def propose(seq, length):
-    d_tokens, d_k, d_m = retrieve(store, seq, length, s.knobs.gamma, s.knobs.ngram, s.knobs.ngram_min)
-    c_tokens, c_m = lookup(seq, length, s.knobs.gamma, s.knobs.ngram)
-    context = (c_m >= s.knobs.ngram_min) & (c_m >= d_m)
-    tokens = jnp.where(context[:, None], c_tokens, d_tokens)
-    return tokens, jnp.where(context, s.knobs.gamma, d_k), jnp.where(context, c_m, d_m)
+    return combined(store, seq, length, s.knobs.gamma, s.knobs.ngram, s.knobs.ngram_min)[:3]
 
   return point_decode(s, params, prompt, prompt_lens, max_new, key, propose)
 

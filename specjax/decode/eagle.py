@@ -20,9 +20,19 @@ G draft calls (G - 1 of width 1, one of width G + 1). With `draft_threshold` the
 as in `spec` (`specjax.decode.speculative`): a row proposes its leading tokens of draft confidence >= the
 threshold (0..G), the draft loop stops when no row is drafting, and the verification call is only
 max_b k_b + 1 wide.
+
+An `override` (`eagle-retrieval`, `specjax.decode.hybrid`) replaces the draft's proposals of some rows:
+each round it reads the committed sequence and gives per row proposals [B, G] and how many are real (k;
+0: the row keeps the draft's). Those rows do not draft (the draft loop runs while some other row does,
+so a round where every row is overridden makes only the catch-up call), their proposals are verified as
+point masses (q = one-hot) and the catch-up afterwards is the same as for any row. The choice reads only
+the committed sequence, never the draft's draws, so the acceptance stays exact. With `DecodeSettings.trace`
+each round records the override's per-row label (`source`, 0 for a drafted round), k and the accepted n.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +45,7 @@ from specjax.decode.common import (
   DecodeResult,
   DecodeSettings,
   Output,
+  Trace,
   commit,
   extend_sequence,
   forward,
@@ -59,6 +70,12 @@ class _State:
   out: Output
   counters: Counters
   key: jax.Array
+  trace: dict | None = None  # per round: source, k, n (`DecodeSettings.trace`)
+
+
+Override = Callable[[Int[Array, "B S"], Int[Array, " B"]], tuple[Int[Array, "B G"], Int[Array, " B"], Int[Array, " B"]]]
+"""(seq, length) -> (proposals [B, G], how many are real k [B] (0: the row drafts), a label [B] > 0 where
+k > 0 that the trace records as `source`)."""
 
 
 def _catch_up(s: DecodeSettings, draft_params, cache: KVCache, tokens, features, first, count):
@@ -84,9 +101,17 @@ def _catch_up(s: DecodeSettings, draft_params, cache: KVCache, tokens, features,
 
 
 def decode(
-  s: DecodeSettings, params, draft_params, prompt: Int[Array, "B P"], prompt_lens, max_new, key
+  s: DecodeSettings,
+  params,
+  draft_params,
+  prompt: Int[Array, "B P"],
+  prompt_lens,
+  max_new,
+  key,
+  override: Override | None = None,
 ) -> DecodeResult:
-  """Speculative decoding of the target `params` with the EAGLE draft `draft_params`; see the module doc."""
+  """Speculative decoding of the target `params` with the EAGLE draft `draft_params`, the rows `override`
+  picks proposing its tokens instead; see the module doc."""
   B, P = prompt.shape
   G = s.knobs.gamma
   key, k0 = jax.random.split(key)
@@ -107,7 +132,11 @@ def decode(
     out=out,
     counters=Counters.init(B, G),
     key=key,
+    trace=Trace.init(B, s.max_new_tokens, source=((), jnp.int32), k=((), jnp.int32), n=((), jnp.int32))
+    if s.trace
+    else None,
   )
+  fixed = s.knobs.draft_threshold is None and override is None  # every row drafts G tokens every round
 
   def body(st: _State) -> _State:
     active = ~st.out.done
@@ -128,7 +157,13 @@ def decode(
       q = (
         jnp.zeros((B, G, st.logits.shape[-1]), jnp.float32).at[:, 0].set(sampling.probabilities(st.logits, s.sampling))
       )
-    drafting = active & confident(st.logits)
+    if override is None:
+      use, source = jnp.zeros((B,), bool), jnp.zeros((B,), jnp.int32)
+    else:  # read from the committed sequence alone, before any draw of this round
+      o_tokens, o_k, source = override(st.seq, L)
+      use = o_k > 0
+      source = jnp.where(use, source, 0)
+    drafting = active & ~use & confident(st.logits)
     k = drafting.astype(jnp.int32)
 
     def step(carry):
@@ -154,13 +189,18 @@ def decode(
       return j + 1, cache, tokens, q, g_new[:, 0], k, drafting, key
 
     carry = (jnp.int32(1), st.draft_cache, tokens, q, st.feature, k, drafting, k_draft)
-    if s.knobs.draft_threshold is None:  # fixed length: exactly G - 1 calls (a scan shows XLA the trip count)
+    if fixed:  # exactly G - 1 calls (a scan shows XLA the trip count)
       carry, _ = jax.lax.scan(lambda c, _: (step(c), None), carry, None, length=G - 1)
     else:  # until no row is drafting
       carry = jax.lax.while_loop(lambda c: (c[0] < G) & jnp.any(c[6]), step, carry)
     calls, draft_cache, tokens, q, _, k, _, _ = carry
     if s.knobs.draft_threshold is None:
       k = jnp.full((B,), G, jnp.int32)
+    if override is not None:
+      tokens = jnp.where(use[:, None], o_tokens, tokens)
+      k = jnp.where(use, o_k, k)
+      if q is not None:
+        q = jnp.where(use[:, None, None], sampling.point_mass(o_tokens, q.shape[-1]), q)
 
     verify = jnp.concatenate([cur[:, None], tokens], axis=1)  # [B, G+1]
     p_logits, target_cache, feats = verify_call(
@@ -178,6 +218,9 @@ def decode(
     # A finished row's catch-up wrote nothing that counts (count 0 keeps its length); keep its old state.
     d_logits = jnp.where(active[:, None], d_logits, st.logits)
     g = jnp.where(active[:, None], g, st.feature)
+    trace = st.trace
+    if s.trace:
+      trace = Trace.write(trace, st.counters.target_calls, active, source=source, k=k, n=n)
     return _State(
       target_cache=target_cache.rollback(length),
       draft_cache=draft_cache,
@@ -188,10 +231,11 @@ def decode(
       out=out,
       counters=st.counters.round(active, drafted=k, accepted=n, taken=taken, target_calls=1, draft_calls=calls),
       key=key,
+      trace=trace,
     )
 
   state = jax.lax.while_loop(lambda st: ~jnp.all(st.out.done), body, state)
-  return DecodeResult(out=state.out, counters=state.counters)
+  return DecodeResult(out=state.out, counters=state.counters, trace=state.trace)
 
 
 modes.register(

@@ -176,7 +176,7 @@ class Engine:
       self.set_datastore(datastore)
 
   def set_datastore(self, datastore) -> None:
-    """Use `datastore` (`specjax.data.datastore.Datastore`) for the modes that need one; its arrays go to
+    """Use `datastore` (`specjax.data.datastore.Datastore`) for the modes that read one; its arrays go to
     the device once here and reach the compiled decoders as arguments."""
     from specjax.decode.datastore import Store
 
@@ -199,6 +199,14 @@ class Engine:
       self.target_params = jax.device_put(decode_layout(self._saved_cfgs[0], target)[1])
     if draft is not None:
       self.draft_params = jax.device_put(decode_layout(self._saved_cfgs[1], draft)[1])
+
+  def _aids(self, m: modes.Mode):
+    """What a mode's decoder gets as `draft_params`: the draft's parameters, the datastore's arrays
+    (`Mode.needs_datastore`), both as a pair (`Mode.reads_datastore`; the datastore None when the engine
+    has none), or None."""
+    if m.needs_draft:
+      return (self.draft_params, self._store) if m.reads_datastore else self.draft_params
+    return self._store if m.needs_datastore else None
 
   @property
   def compile_count(self) -> int:
@@ -351,7 +359,7 @@ class Engine:
     """
     limit = check_prompts(prompts, max_new_tokens, batch_size, self.max_len)
     m = modes.get(mode)
-    draft_params = self.draft_params if m.needs_draft else self._store if m.needs_datastore else None
+    draft_params = self._aids(m)
     # Similar lengths share a batch: little padding, and at most one partial batch.
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     chunks = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]

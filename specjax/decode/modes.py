@@ -30,6 +30,7 @@ BUILTIN = (
   "lookup",
   "eagle",
   "datastore",
+  "hybrid",
 )  # modules of specjax.decode that register modes
 
 
@@ -157,11 +158,13 @@ class Mode:
       the target's features).
     needs_datastore: the mode reads a datastore (`specjax.data.datastore`): its decoder gets the datastore's
       device arrays where draft modes get `draft_params`.
+    reads_datastore: a draft mode that also reads the engine's datastore when it has one (and runs without
+      one): its decoder gets the pair (draft_params, the datastore's arrays or None) as `draft_params`.
     greedy_only: the mode refuses temperature > 0.
     traced: the decoder records `DecodeResult.trace` when `DecodeSettings.trace` is set.
     baseline: the mode every speed-up is measured against (exactly one: autoregressive decoding).
-    speed_model: which of `specjax plan`'s models predicts its rounds ("draft", "match" or "tree"; None: the
-      planner does not plan it).
+    speed_model: which of `specjax plan`'s models predicts its rounds ("draft", "match", "tree" or "hybrid";
+      None: the planner does not plan it).
   """
 
   name: str
@@ -173,6 +176,7 @@ class Mode:
   needs_draft: bool = False
   draft_kind: str = "decoder"
   needs_datastore: bool = False
+  reads_datastore: bool = False
   greedy_only: bool = False
   traced: bool = False
   baseline: bool = False
@@ -184,6 +188,8 @@ class Mode:
     for f in dataclasses.fields(self.knobs):
       if "help" not in f.metadata:
         raise SpecjaxError(f"mode {self.name!r}: knob {f.name!r} is not declared with modes.knob(...)")
+    if self.reads_datastore and not self.needs_draft:
+      raise SpecjaxError(f"mode {self.name!r}: reads_datastore is for draft modes; a mode without one needs_datastore")
 
   @property
   def fields(self) -> tuple[dataclasses.Field, ...]:

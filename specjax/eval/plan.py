@@ -25,6 +25,12 @@ A dynamic draft length (threshold t) is replayed on the traced rounds of the lar
 gamma: a row's draft length k is the number of its leading proposals with confidence >= t (0..gamma),
 it emits min(n, k) + 1 tokens (n = what it accepted of all gamma proposals), and the batch makes
 max_b min(k_b + 1, gamma) draft calls and one target call of width max_b k_b + 1.
+`eagle-retrieval` ("hybrid") is replayed on a traced run at the largest gamma (the asked ngram_min): a
+row's source (retrieved or drafted) does not depend on gamma and the first gamma proposals of either
+source are those of the larger run, so a round emits min(n, gamma) + 1 tokens, and a batched iteration
+makes the catch-up draft call (gamma + 1 wide), gamma - 1 one-token draft calls when one of its rows
+drafts, and one target call gamma + 1 wide. Its ngram_min and draft threshold are not replayed (a
+retrieved round says nothing of what the draft would have proposed).
 A smaller TR-Jacobi tree (the default pruned: the retrieval chain
 plus the first m Medusa paths) keeps 1 + the deepest of its nodes that matched in the traced rounds,
 for one target call as wide as the tree. Predicted time of the prompt set = the prefills + for each
@@ -52,8 +58,9 @@ from specjax.eval.forward import call_costs
 TREE_SIZES = (0, 4, 8, 16, 32, 63)  # Medusa paths kept after the retrieval chain
 # The speed models (`Mode.speed_model`): "draft" rounds make draft calls then one verification (replayed
 # for every gamma and draft threshold), "match" rounds propose from a context match without draft calls
-# (replayed for every gamma and ngram_min), "tree" rounds verify a token tree (replayed for pruned trees).
-SPEED_MODELS = ("draft", "match", "tree")
+# (replayed for every gamma and ngram_min), "tree" rounds verify a token tree (replayed for pruned trees),
+# "hybrid" rounds propose per row from retrieval or an EAGLE draft (replayed for every gamma).
+SPEED_MODELS = ("draft", "match", "tree", "hybrid")
 
 
 def applicable(engine: Engine, sampling: SamplingConfig) -> list[str]:
@@ -180,6 +187,19 @@ def lookup_round(traces: list[dict[str, np.ndarray]], gamma: int, ngram_min: int
   return float(np.mean(np.concatenate(tokens))), float(np.mean(np.concatenate(seconds)))
 
 
+def hybrid_round(traces: list[dict[str, np.ndarray]], gamma: int, costs: Costs) -> tuple[float, float]:
+  """(E[tokens per round], seconds per round) of eagle-retrieval with `gamma` (no threshold), replayed on
+  its traces recorded at a gamma >= `gamma` (`source` 0: a drafted round; see the module docstring)."""
+  tokens, seconds = [], []
+  for tr in traces:
+    source, n, active = tr["source"], tr["n"], tr["active"]
+    tokens.append((np.minimum(n, gamma) + 1)[active])
+    drafts = (active & (source == 0)).any(axis=0)[active.any(axis=0)]  # per batched iteration
+    draft = costs.draft[gamma + 1] + np.where(drafts, gamma - 1, 0) * costs.draft[1]
+    seconds.append(draft + costs.target[gamma + 1])
+  return float(np.mean(np.concatenate(tokens))), float(np.mean(np.concatenate(seconds)))
+
+
 def pruned_trees(sizes: Sequence[int] = TREE_SIZES) -> list[TokenTree]:
   """The default TR-Jacobi tree pruned to its retrieval chain plus the first m Medusa paths."""
   full = TokenTree.default()
@@ -249,7 +269,7 @@ def plan(
     if mode.greedy_only and not sampling.greedy:
       raise SpecjaxError(f"{m} is greedy only; plan it at temperature 0")
   model = {m: registry.get(m).speed_model for m in modes}
-  drafted, matched, treed = ([m for m in modes if model[m] == k] for k in SPEED_MODELS)
+  drafted, matched, treed, hybrid = ([m for m in modes if model[m] == k] for k in SPEED_MODELS)
   G = max(gammas)
   run_kw = dict(max_new_tokens=max_new_tokens, sampling=sampling, batch_size=batch_size, seed=seed)
 
@@ -264,6 +284,7 @@ def plan(
   trees = pruned_trees()
   buckets = sorted({b for b, _ in work.batches})
   widths = set(range(1, G + 2)) if drafted and thresholds else {1} | {g + 1 for g in gammas}
+  draft_widths = ({1, 2} if drafted else set()) | ({1} | {g + 1 for g in gammas} if hybrid else set())
   tree_widths = {t.num_nodes + 1 for t in trees} if treed else set()
   S = max(buckets) + max_new_tokens + max(widths | tree_widths)
   fill = max(buckets) + max_new_tokens // 2
@@ -281,8 +302,8 @@ def plan(
   if b not in costs.prefill_target:
     costs.prefill_target[b] = call_costs(engine.target_cfg, engine.target_params, batch_size, [b], 0, S, repeat)[b]
   costs.target = round_costs(engine, sample, sorted(widths), sample_new, batch_size, costs.prefill_target)
-  if drafted:
-    costs.draft = call_costs(engine.draft_cfg, engine.draft_params, batch_size, [1, 2], fill, S, repeat)
+  if draft_widths:  # (an EAGLE draft's call is timed on zero features: the cost is the same)
+    costs.draft = call_costs(engine.draft_cfg, engine.draft_params, batch_size, sorted(draft_widths), fill, S, repeat)
     for b in buckets:
       costs.prefill_draft[b] = call_costs(engine.draft_cfg, engine.draft_params, batch_size, [b], 0, S, repeat)[b]
 
@@ -344,6 +365,18 @@ def plan(
       for j in range(1, ngram + 1):
         tokens, seconds = lookup_round(traces, g, j, costs)
         row(name, g, tokens, seconds, False, ngram_min=j, measured=runs.get((g, j)))
+
+  for name in hybrid:
+    measured_min = ngram if ngram_min is None else ngram_min
+    log(f"measuring: {name} gamma={G} ngram_min={measured_min} (traced)")
+    runs = {G: measured(name, gamma=G, ngram=ngram, ngram_min=measured_min, trace=True)}
+    for g in measure:
+      if g not in runs:
+        log(f"measuring: {name} gamma={g} ngram_min={measured_min}")
+        runs[g] = measured(name, gamma=g, ngram=ngram, ngram_min=measured_min)
+    for g in sorted(gammas):
+      tokens, seconds = hybrid_round(runs[G].traces, g, costs)
+      row(name, g, tokens, seconds, True, ngram_min=measured_min, measured=runs.get(g))
 
   for name in treed:
     log(f"measuring: {name} (default tree, traced)")
