@@ -28,11 +28,16 @@ def setup(tmp_path_factory):
   return root, model, data
 
 
-def test_loss_feeds_noised_tokens_and_scores_clean_labels(setup):
+def _first_batch(setup):
+  """The first training batch (8 x 48) of the setup's data, on the device, and its model's checkpoint."""
   _, model, data = setup
   ds, _ = load_distill_data(data)
   batch = {k: jnp.asarray(v) for k, v in ExampleBatches(ds, 8, 48, eval_examples=0).next().items()}
-  ckpt = load_checkpoint(model)
+  return batch, load_checkpoint(model)
+
+
+def test_loss_feeds_noised_tokens_and_scores_clean_labels(setup):
+  batch, ckpt = _first_batch(setup)
   rng = jax.random.key(3)
   loss, _ = make_msn_loss(ckpt.config, span=5)(ckpt.params, batch, rng, None)
   noisy = make_some_noise(rng, batch["tokens"], batch["response_mask"], span=5)
@@ -81,10 +86,7 @@ def test_msn_model_decodes_with_jacobi_and_tr_jacobi(msn_run):
 
 
 def test_span_zero_is_the_clean_control(setup):
-  _, model, data = setup
-  ds, _ = load_distill_data(data)
-  batch = {k: jnp.asarray(v) for k, v in ExampleBatches(ds, 8, 48, eval_examples=0).next().items()}
-  ckpt = load_checkpoint(model)
+  batch, ckpt = _first_batch(setup)
   rng = jax.random.key(3)
   np.testing.assert_array_equal(msn_inputs(rng, batch, 0), batch["tokens"])  # no noise: the clean tokens
   assert int(jnp.sum(msn_inputs(rng, batch, 5) != batch["tokens"])) > 0
