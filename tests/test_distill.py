@@ -16,6 +16,7 @@ from specjax.data.distill_batches import ExampleBatches
 from specjax.data.distill_data import META_FILE, _features, load_distill_data
 from specjax.errors import SpecjaxError
 from specjax.losses.distill import fkl
+from specjax.models.config import resolve_dtype
 from specjax.models.llama import Llama
 from specjax.train.distill import DistillConfig, distill
 
@@ -247,7 +248,7 @@ def test_real_speculative_measurements_and_on_policy_mixing(pair, tmp_path, monk
       continue
     prompts = batch_prompts(before)
     assert batch_prompts(after) == prompts  # the batch's own prompts, continued
-    engine = Engine(student.config.replace(dtype=cfg.dtype, remat=False), params, eos_ids=eos_ids)
+    engine = Engine(student.config.replace(dtype=resolve_dtype(cfg.dtype), remat=False), params, eos_ids=eos_ids)
     run = engine.run(
       prompts, "ar", max_new_tokens=cfg.on_policy.max_new_tokens, sampling=sampling, batch_size=8, seed=step
     )

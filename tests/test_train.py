@@ -11,6 +11,7 @@ from tiny_tokenizer import make_corpus, make_tokenizer
 from specjax.checkpoint.orbax_io import load_checkpoint, save_checkpoint
 from specjax.config import config_to_dict, load_config
 from specjax.errors import SpecjaxError
+from specjax.models.config import resolve_dtype
 from specjax.models.presets import get_preset
 from specjax.models.registry import init_params
 from specjax.train.embed_init import project_embedding
@@ -78,7 +79,8 @@ def test_bad_input(tmp_path, assets):
     pretrain(_cfg(assets, f"model.init_from={tmp_path / 'other'}"), tmp_path / "d")
   # resuming a folder with a different model
   (tmp_path / "e").mkdir()
-  (tmp_path / "e" / "run_config.json").write_text(json.dumps(config_to_dict(_cfg(assets))))
+  recorded = _cfg(assets, f"model.dtype={resolve_dtype('auto')}")  # run_config.json holds the resolved dtype
+  (tmp_path / "e" / "run_config.json").write_text(json.dumps(config_to_dict(recorded)))
   with pytest.raises(SpecjaxError, match=r"different config \(keys \['model.fields.hidden_size'\]\)"):
     pretrain(_cfg(assets, "model.fields={hidden_size: 32}"), tmp_path / "e")
 
