@@ -11,6 +11,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 
 
+def pytest_collection_modifyitems(items):
+  """Files with a `slow` test first (stable otherwise). `make test` hands whole files to two workers in
+  collection order; starting the longest ones first keeps one worker from finishing the suite alone."""
+  slow = {item.path for item in items if item.get_closest_marker("slow")}
+  items.sort(key=lambda item: item.path not in slow)
+
+
 @pytest.fixture(scope="session")
 def smollm2_ckpt(tmp_path_factory):
   """The real target, SmolLM2-135M-Instruct, imported once per test session from the installed GGUF."""

@@ -9,6 +9,8 @@ from decode_util import model, save_model, tiny, word_tokenizer
 
 from specjax.cli import main
 
+pytestmark = pytest.mark.slow  # runs long: scheduled first (tests/conftest.py)
+
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):

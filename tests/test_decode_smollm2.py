@@ -33,13 +33,14 @@ def setup(smollm2_ckpt):
     eos_ids=eos_ids(tok, ckpt.config),
     vocab_size=len(tok),
   )
-  return engine, tok, encode(tok, PROMPTS, chat=True)
+  ids = encode(tok, PROMPTS, chat=True)
+  ar = engine.run(ids, "ar", max_new_tokens=32, batch_size=3)  # the reference both tests compare with
+  return engine, tok, ids, ar
 
 
 @pytest.mark.slow
 def test_lossless_modes_equal_autoregressive(setup):
-  engine, tok, ids = setup
-  ar = engine.run(ids, "ar", max_new_tokens=32, batch_size=3)
+  engine, tok, ids, ar = setup
   expect = [r.tokens for r in ar.rows]
   assert "Paris" in decode_tokens(tok, expect[0])
   runs = {}
@@ -60,8 +61,7 @@ def test_lossless_modes_equal_autoregressive(setup):
 @pytest.mark.slow
 def test_adaptive_modes_equal_autoregressive(setup):
   """Lookup drafting, the lookup hybrid and the dynamic draft length keep greedy output unchanged."""
-  engine, _, ids = setup
-  ar = engine.run(ids, "ar", max_new_tokens=32, batch_size=3)
+  engine, _, ids, ar = setup
   expect = [r.tokens for r in ar.rows]
   for mode, kw in [
     ("lookup", {"gamma": 4, "ngram_min": 1}),  # every match proposes: proposals within 32 tokens

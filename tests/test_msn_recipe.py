@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from align_helpers import tiny_checkpoint, word_data
 
+pytestmark = pytest.mark.slow  # runs long: scheduled first (tests/conftest.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "msn_smollm2.sh"
 SUITES = ("mt-bench-mix", "gsm", "grounded", "humaneval")
