@@ -29,10 +29,12 @@ INSTR_N=${INSTR_N:-768}
 SNAPSHOT=${SNAPSHOT:-}
 mkdir -p "$OUT"
 case "$PY" in */*) PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" ;; esac  # absolute, not resolved: a venv python is a symlink
+HERE=$(cd "$(dirname "$0")" && pwd)
+OUT=$(cd "$OUT" && pwd)
 cd "$OUT"  # the stages name their files relative to OUT (make-data records its prompt spec as given)
 SJ="$PY -m specjax"
-stage() { printf '\n=== [%s] %s\n' "$(date +%H:%M:%S)" "$*"; printf '%s\t%s\n' "$(date +%s)" "$*" >> stage_times.tsv; }
-trap 'printf "%s\texit\n" "$(date +%s)" >> stage_times.tsv' EXIT
+source "$HERE/stages.sh"
+stages_log "$OUT/stage_times.tsv"
 
 stage "1/3 import the target"
 [ -d target ] || $SJ import smollm2-135m-instruct --out target

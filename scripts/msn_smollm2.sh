@@ -65,11 +65,8 @@ else
   exit 2
 fi
 mkdir -p "$OUT"
-event() { printf '%s\t%s\n' "$(date +%s)" "$*" >> "$OUT/stage_times.tsv"; }
-stage() { printf '\n=== [%s] %s\n' "$(date +%H:%M:%S)" "$*"; event "$*"; }
-trap 'event exit' EXIT
-trap 'exit 130' INT TERM
-event start
+source "$(dirname "$0")/stages.sh"
+stages_log "$OUT/stage_times.tsv"
 
 stage "1/5 the target"
 if [ -z "${TARGET:-}" ]; then

@@ -49,11 +49,8 @@ BENCH_NEW=${BENCH_NEW:-64}
 mkdir -p "$OUT"
 # Every stage header and every exit (a finished, failed or interrupted invocation) is appended to
 # OUT/stage_times.tsv (unix time, event), so report.json sums each stage's wall time over resumed runs.
-event() { printf '%s\t%s\n' "$(date +%s)" "$*" >> "$OUT/stage_times.tsv"; }
-stage() { printf '\n=== [%s] %s\n' "$(date +%H:%M:%S)" "$*"; event "$*"; }
-trap 'event exit' EXIT
-trap 'exit 130' INT TERM
-event start
+source "$(dirname "$0")/stages.sh"
+stages_log "$OUT/stage_times.tsv"
 
 stage "1/8 import the target"
 [ -d "$OUT/target" ] || $SJ import smollm2-135m-instruct --out "$OUT/target"

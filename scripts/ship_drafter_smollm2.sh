@@ -44,7 +44,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 T="$CAMP/target"
-stage() { printf '\n=== [%s] %s\n' "$(date +%H:%M:%S)" "$*"; printf '%s\t%s\n' "$(date +%s)" "$*" >> "$WORK/stage_times.tsv"; }
+source "$HERE/stages.sh"
+stages_log "$WORK/stage_times.tsv"
 
 stage "1/6 the campaign's answers"
 if [ ! -d "$WORK/data" ]; then
