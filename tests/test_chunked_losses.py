@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from train_util import holed_mask, random_logits
 
 from specjax.errors import SpecjaxError
 from specjax.losses import distill
@@ -21,14 +22,11 @@ CHUNKS = (0, 1, 3, 4, 7, 100)  # 3 and 4 do not divide T; 0, 7 and 100 are one c
 
 
 def _logits(seed, scale=2.0):
-  return jax.random.normal(jax.random.key(seed), (B, T, V), jnp.float32) * scale
+  return random_logits(seed, (B, T, V), scale)
 
 
 def _mask():
-  m = np.ones((B, T), np.float32)
-  m[0, :2] = 0
-  m[1, 5] = 0
-  return jnp.asarray(m)
+  return holed_mask(B, T, ((0, slice(0, 2)), (1, 5)))
 
 
 # --- the reference: every quantity over the whole [B, T, V] at once -------------------------------

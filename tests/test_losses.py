@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from train_util import holed_mask, random_logits
 
 from specjax.errors import SpecjaxError
 from specjax.losses import distill
@@ -13,14 +14,11 @@ B, T, V = 3, 5, 11
 
 
 def _logits(seed, scale=2.0):
-  return jax.random.normal(jax.random.key(seed), (B, T, V), jnp.float32) * scale
+  return random_logits(seed, (B, T, V), scale)
 
 
 def _mask():
-  m = np.ones((B, T), np.float32)
-  m[0, :2] = 0
-  m[2, 4] = 0
-  return jnp.asarray(m)
+  return holed_mask(B, T, ((0, slice(0, 2)), (2, 4)))
 
 
 def _np_softmax(x):

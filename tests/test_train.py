@@ -6,7 +6,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from tiny_tokenizer import make_corpus, make_tokenizer
+from train_util import logged_losses, pretrain_assets, pretrain_config
 
 from specjax.checkpoint.orbax_io import load_checkpoint, save_checkpoint
 from specjax.config import config_to_dict, load_config
@@ -23,42 +23,32 @@ TINY = ROOT / "configs" / "pretrain" / "tiny.yaml"
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-  d = tmp_path_factory.mktemp("assets")
-  return make_tokenizer(d / "tok"), make_corpus(d / "corpus.jsonl", n_docs=300)
-
-
-def _cfg(assets, *overrides):
-  tok, corpus = assets
-  return load_config(PretrainConfig, TINY, [f"tokenizer={tok}", f"data.source={corpus}", *overrides])
-
-
-def _losses(out):
-  return [json.loads(ln)["loss"] for ln in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+  return pretrain_assets(tmp_path_factory.mktemp("assets"))
 
 
 def test_loss_falls_and_resume_is_exact(tmp_path, assets):
-  full = pretrain(_cfg(assets), tmp_path / "full")
+  full = pretrain(pretrain_config(assets), tmp_path / "full")
   assert full.status == "finished" and full.step == 20
-  losses = _losses(tmp_path / "full")
+  losses = logged_losses(tmp_path / "full")
   assert len(losses) == 20 and np.mean(losses[-3:]) < losses[0] - 0.5
   records = [json.loads(ln) for ln in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
   assert {"step", "loss", "lr", "tokens_per_s"} <= set(records[0])
   assert "eval_loss" in records[9] and "eval_loss" in records[19]
   assert any((tmp_path / "full" / "tensorboard").iterdir())
 
-  part = pretrain(_cfg(assets), tmp_path / "split", stop_at=10)
+  part = pretrain(pretrain_config(assets), tmp_path / "split", stop_at=10)
   assert part.status == "stopped" and not (tmp_path / "split" / "final").exists()
-  rest = pretrain(_cfg(assets), tmp_path / "split")
+  rest = pretrain(pretrain_config(assets), tmp_path / "split")
   assert rest.step == 20
-  assert _losses(tmp_path / "split") == losses  # bit-identical
+  assert logged_losses(tmp_path / "split") == losses  # bit-identical
   a = load_checkpoint(tmp_path / "full" / "final")
   b = load_checkpoint(tmp_path / "split" / "final")
-  assert a.config == model_config(_cfg(assets).model) and a.meta["steps"] == 20
+  assert a.config == model_config(pretrain_config(assets).model) and a.meta["steps"] == 20
   for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   assert (tmp_path / "full" / "final" / "tokenizer.json").is_file()
   # a finished run stays finished
-  again = pretrain(_cfg(assets), tmp_path / "full")
+  again = pretrain(pretrain_config(assets), tmp_path / "full")
   assert again.step == 20 and again.last_loss is None
 
 
@@ -67,30 +57,30 @@ def test_bad_input(tmp_path, assets):
   with pytest.raises(SpecjaxError, match="no tokenizer"):
     pretrain(load_config(PretrainConfig, TINY), tmp_path / "a")
   with pytest.raises(SpecjaxError, match="does not exist"):
-    pretrain(_cfg(assets, f"data.source={tmp_path / 'nope.txt'}"), tmp_path / "b")
+    pretrain(pretrain_config(assets, f"data.source={tmp_path / 'nope.txt'}"), tmp_path / "b")
   with pytest.raises(SpecjaxError, match="unknown config key"):
-    _cfg(assets, "optim.lrate=1")
+    pretrain_config(assets, "optim.lrate=1")
   with pytest.raises(SpecjaxError, match="multiple of"):
-    pretrain(_cfg(assets, "data.batch_size=6"), tmp_path / "c")
+    pretrain(pretrain_config(assets, "data.batch_size=6"), tmp_path / "c")
   # a checkpoint of another model size
   other = get_preset("tiny").replace(hidden_size=32)
   save_checkpoint(tmp_path / "other", other, init_params(other, jax.random.key(0)))
   with pytest.raises(SpecjaxError, match="another model size"):
-    pretrain(_cfg(assets, f"model.init_from={tmp_path / 'other'}"), tmp_path / "d")
+    pretrain(pretrain_config(assets, f"model.init_from={tmp_path / 'other'}"), tmp_path / "d")
   # resuming a folder with a different model
   (tmp_path / "e").mkdir()
-  recorded = _cfg(assets, f"model.dtype={resolve_dtype('auto')}")  # run_config.json holds the resolved dtype
+  recorded = pretrain_config(assets, f"model.dtype={resolve_dtype('auto')}")  # run_config.json holds the resolved dtype
   (tmp_path / "e" / "run_config.json").write_text(json.dumps(config_to_dict(recorded)))
   with pytest.raises(SpecjaxError, match=r"different config \(keys \['model.fields.hidden_size'\]\)"):
-    pretrain(_cfg(assets, "model.fields={hidden_size: 32}"), tmp_path / "e")
+    pretrain(pretrain_config(assets, "model.fields={hidden_size: 32}"), tmp_path / "e")
 
 
 def test_freeze_holds_named_parameters(tmp_path, assets):
-  mcfg = model_config(_cfg(assets).model)
+  mcfg = model_config(pretrain_config(assets).model)
   save_checkpoint(tmp_path / "start", mcfg, init_params(mcfg, jax.random.key(3)))
   steps = ["steps=3", f"model.init_from={tmp_path / 'start'}"]
   frozen = [*steps, "optim.freeze=embed_tokens,norm"]
-  run = pretrain(_cfg(assets, *frozen), tmp_path / "frozen")
+  run = pretrain(pretrain_config(assets, *frozen), tmp_path / "frozen")
   assert run.status == "finished"
   before = load_checkpoint(tmp_path / "start").params
   after = load_checkpoint(tmp_path / "frozen" / "final").params
@@ -100,14 +90,14 @@ def test_freeze_holds_named_parameters(tmp_path, assets):
     same = [np.array_equal(np.asarray(x), np.asarray(y)) for x, y in pairs]
     assert all(same) if name in ("embed_tokens", "norm") else not any(same), name
   # a stopped run resumes exactly (the optimizer state holds nothing for the frozen parameters)
-  assert pretrain(_cfg(assets, *frozen), tmp_path / "split", stop_at=2).status == "stopped"
-  assert pretrain(_cfg(assets, *frozen), tmp_path / "split").step == 3
-  assert _losses(tmp_path / "split") == _losses(tmp_path / "frozen")
+  assert pretrain(pretrain_config(assets, *frozen), tmp_path / "split", stop_at=2).status == "stopped"
+  assert pretrain(pretrain_config(assets, *frozen), tmp_path / "split").step == 3
+  assert logged_losses(tmp_path / "split") == logged_losses(tmp_path / "frozen")
   # unknown names and freezing everything are refused before anything is written
   with pytest.raises(SpecjaxError, match=r"optim.freeze names \['lm_hed'\]"):
-    pretrain(_cfg(assets, *steps, "optim.freeze=lm_hed"), tmp_path / "bad")
+    pretrain(pretrain_config(assets, *steps, "optim.freeze=lm_hed"), tmp_path / "bad")
   with pytest.raises(SpecjaxError, match="nothing would train"):
-    pretrain(_cfg(assets, *steps, f"optim.freeze={','.join(before)}"), tmp_path / "all")
+    pretrain(pretrain_config(assets, *steps, f"optim.freeze={','.join(before)}"), tmp_path / "all")
   assert not (tmp_path / "bad").exists() and not (tmp_path / "all").exists()
 
 
